@@ -1,0 +1,41 @@
+"""ipmix-dali: IPMix, PixMix, LayerMix and AugMix as plan-driven batch executors (CPU now, GPU/DALI next)."""
+from setuptools import setup
+
+setup(
+    name="ipmix-dali",
+    version="0.1.0",
+    description="Robust-training augmentations (IPMix, PixMix, LayerMix, AugMix) for DALI pipelines",
+    python_requires=">=3.10",
+    # One import namespace: the top-level kernels/, train/ and eval/ folders install as
+    # ipmix_dali.kernels, ipmix_dali.train and ipmix_dali.eval.
+    packages=[
+        "ipmix_dali",
+        "ipmix_dali.ops",
+        "ipmix_dali.executors",
+        "ipmix_dali.kernels",
+        "ipmix_dali.train",
+        "ipmix_dali.eval",
+    ],
+    package_dir={
+        "ipmix_dali": "ipmix_dali",
+        "ipmix_dali.kernels": "kernels",
+        "ipmix_dali.train": "train",
+        "ipmix_dali.eval": "eval",
+    },
+    package_data={"ipmix_dali.kernels": ["*.cu", "*.cuh"]},
+    install_requires=[
+        "numpy>=1.24",
+        "pillow>=10.0",
+        # Photographs for `ipmix-dali show` (sklearn ships china.jpg and flower.jpg) and the
+        # handwritten-digits scans of the demo.
+        "scikit-learn>=1.3",
+        # The reference semantics of the float stages (ToTensor, LayerMix's torchvision ops) and
+        # the trainer. The registry's build runs on CPU as well.
+        "torch>=2.1",
+        "torchvision>=0.16",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["ipmix-dali=ipmix_dali.cli:main"]},
+)
