@@ -169,8 +169,8 @@ def sample_ipmix_plan(cfg: IPMixConfig, n, rng, bank_size=0, bank_side=0) -> Pla
 
     Fields: mix_index/mix_top/mix_left (N,); weights (N,V,K) float32 ~ Dirichlet(1);
     m (N,V) float32 ~ Beta(1,1); branch (N,V,K) (0 IMG, 1 P); length (N,V,K) in {0..t};
-    IMG steps: op, param (N,V,K,T); P steps: patch (N,V,K,T) the drawn size p, left, top, width,
-    height (the box), mix_op (add, multiply, random_pixels, random_elems), a, b float32, mask_p
+    IMG steps: op, param (N,V,K,T); P steps: patch (N,V,K,T) the drawn size p, square (1: p x p,
+    0: a rectangle with sides uniform on {2..p}), left, top, width, height (the box), mix_op (add, multiply, random_pixels, random_elems), a, b float32, mask_p
     float32, mask_seed uint32, partner (0 mixing picture, 1 augmented input) with partner_op,
     partner_param (one op on the clean input, ImageNet variant).
     """
@@ -213,7 +213,8 @@ def sample_ipmix_plan(cfg: IPMixConfig, n, rng, bank_size=0, bank_side=0) -> Pla
     p_step = active & (branch[..., None] == PATCH)
     op[~img_step] = -1
     param[~img_step] = 0
-    for arr in (patch, width, height, left, top, mix_op, partner):
+    square = square.astype(np.int8)
+    for arr in (patch, square, width, height, left, top, mix_op, partner):
         arr[~p_step] = -1
     for arr in (a, b, mask_p, mask_seed):
         arr[~p_step] = 0
@@ -226,7 +227,7 @@ def sample_ipmix_plan(cfg: IPMixConfig, n, rng, bank_size=0, bank_side=0) -> Pla
     partner_op[~aug_partner] = -1
     partner_param[~aug_partner] = 0
     arrays.update(weights=weights, m=m, branch=branch, length=length, op=op, param=param,
-                  patch=patch, left=left, top=top, width=width, height=height, mix_op=mix_op,
+                  patch=patch, square=square, left=left, top=top, width=width, height=height, mix_op=mix_op,
                   a=a, b=b, mask_p=mask_p, mask_seed=mask_seed, partner=partner,
                   partner_op=partner_op, partner_param=partner_param)
     return Plan("ipmix", cfg, arrays)
