@@ -1,0 +1,92 @@
+"""``ipmix-dali`` command line: thin parsers that call library code.
+
+Subcommands so far: ``show`` (a grid of augmented views to look at) and ``bench-executors`` (ms
+per image of the reference and NumPy executors). ``train``, ``demo``, ``bench`` (DALI), ``eval``
+and ``make-mixing-set`` arrive with their issues.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import METHODS
+
+
+def _add_show(sub):
+    p = sub.add_parser("show", help="write a PNG grid: clean image + augmented views per method")
+    p.add_argument("--method", default="all",
+                   help=f"one of {', '.join(METHODS)}, a comma list, or 'all' (default)")
+    p.add_argument("--preset", default="imagenet", choices=["imagenet", "cifar"])
+    p.add_argument("--images", default=None,
+                   help="folder of images (default: photographs shipped with scikit-learn)")
+    p.add_argument("--mixing-set", default=None,
+                   help="folder of mixing pictures (default: a small built-in fractal set)")
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="skip unreadable images (counted) instead of failing")
+    p.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
+    p.add_argument("--rows", type=int, default=2, help="images per method")
+    p.add_argument("--views", type=int, default=5, help="augmented views per image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--executor", default="numpy", choices=["numpy", "reference"])
+    p.add_argument("--jsd", action="store_true", help="draw the views as JSD pairs")
+    p.add_argument("--all-ops", action="store_true", help="use the method's all-ops list")
+    p.set_defaults(func=_run_show)
+
+
+def _run_show(args) -> int:
+    from .show import render_grid
+
+    methods = list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",")]
+    path = render_grid(methods, preset=args.preset, images_dir=args.images,
+                       mixing_dir=args.mixing_set, out=args.out, rows=args.rows, views=args.views,
+                       seed=args.seed, executor=args.executor, all_ops=args.all_ops,
+                       skip_bad_files=args.skip_bad_files)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_bench_executors(sub):
+    p = sub.add_parser("bench-executors",
+                       help="ms per image of the reference and NumPy executors (one core)")
+    p.add_argument("--methods", default="none,augmix,pixmix,ipmix,layermix")
+    p.add_argument("--preset", default="imagenet", choices=["imagenet", "cifar"])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--jsd", action="store_true", help="also time each method with JSD views")
+    p.add_argument("--out", default="bench/results/executors_cpu.json")
+    p.set_defaults(func=_run_bench_executors)
+
+
+def _run_bench_executors(args) -> int:
+    from .bench_executors import run_executor_bench
+
+    result = run_executor_bench([m.strip() for m in args.methods.split(",")], preset=args.preset,
+                                batch=args.batch, repeats=args.repeats, jsd=args.jsd,
+                                out=args.out)
+    print(result["table"])
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipmix-dali",
+        description="IPMix / PixMix / LayerMix / AugMix as seeded plans run by batch executors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_show(sub)
+    _add_bench_executors(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        # Bad input: one line naming the problem and the fix, no traceback.
+        print(f"ipmix-dali {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
