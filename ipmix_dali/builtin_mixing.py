@@ -1,0 +1,268 @@
+"""A small built-in mixing set: deterministic IFS fractals drawn by the chaos game.
+
+PixMix and IPMix mix training images with pictures of a separate "mixing set" (the papers use
+DeviantArt fractals and feature visualisations, a 1.6 GB download). So that ``ipmix-dali show``,
+the tests and the benchmarks run with no download, this module renders fractals of the kind of
+Anderson & Farrell (WACV 2022), following spec section 8:
+
+1. n ~ U{2..7} affine maps ``x -> A x + b``.
+2. ``A = U diag(s1, s2) V`` with U, V random rotations, each a reflection with p = 1/2. The
+   singular values (1 >= s1 >= s2 >= 0) are sampled so that ``sum(s1 + 2 s2) = sigma`` with
+   ``sigma ~ U((5+n)/2, (6+n)/2)`` (the sigma-factor method).
+3. ``b ~ U(-1, 1)^2``.
+4. Chaos game with map probabilities proportional to ``|det A|``: 1000 walkers in parallel,
+   started at the fixed point of map 1 (on the attractor), 100 steps, the first 8 discarded.
+5. Rasterised into the attractor's bounding box (aspect kept) by hit count, normalised to its
+   maximum on a log scale.
+6. Coloured in HSV: hue = a random base hue plus a random span times a running average of the
+   chosen map indices (self-similar parts get their own hue), saturation in [0.3, 1], value in
+   [0.5, 1] by density; composited onto a dark background or a smooth value-noise background.
+
+Pictures with fewer than 2 % of their pixels hit (or a degenerate bounding box) are re-drawn from
+the same generator, so image ``i`` depends only on ``(seed, i)``.
+
+These IFS fractals are a different distribution from the papers' DeviantArt set: use them for
+demos and tests, and a real mixing set (``--mixing-set DIR``) for training runs you compare with
+the papers.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .mixing_set import MixingBank, bank_from_array
+
+__all__ = ["render_fractals", "render_fractal", "builtin_mixing_bank", "sample_ifs"]
+
+WALKERS = 1000
+STEPS = 100
+BURN_IN = 8
+MIN_COVERAGE = 0.02
+MAX_ATTEMPTS = 100
+_STREAM = 0x1F5  # separates these generators from the plan generators of rng.make_rng
+
+
+def _rotation(theta: float, reflect: bool) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    r = np.array([[c, -s], [s, c]])
+    if reflect:
+        r = r @ np.array([[1.0, 0.0], [0.0, -1.0]])
+    return r
+
+
+def _sample_singular_values(n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) singular values, 1 >= s1 >= s2 >= 0 per map, with sum(s1 + 2 s2) = sigma.
+
+    Each map's share c = s1 + 2 s2 lies in [0, 3]; shares are drawn one by one, uniformly in the
+    interval that keeps the rest feasible, then shuffled; each c is split with s1 ~ U(c/3, min(1, c)).
+    """
+    shares = np.empty(n)
+    remaining = float(sigma)
+    for j in range(n):
+        left = n - j - 1
+        lo, hi = max(0.0, remaining - 3.0 * left), min(3.0, remaining)
+        c = rng.uniform(lo, hi) if left else min(max(remaining, 0.0), 3.0)
+        shares[j] = c
+        remaining -= c
+    shares = shares[rng.permutation(n)]
+    s1 = rng.uniform(shares / 3.0, np.minimum(1.0, shares))
+    s2 = (shares - s1) / 2.0
+    return np.stack([s1, s2], axis=1)
+
+
+def sample_ifs(rng: np.random.Generator):
+    """One iterated function system: (A (n, 2, 2), b (n, 2)) float64."""
+    n = int(rng.integers(2, 8))
+    sigma = rng.uniform((5 + n) / 2.0, (6 + n) / 2.0)
+    sv = _sample_singular_values(n, sigma, rng)
+    angles = rng.uniform(0.0, 2.0 * np.pi, size=(n, 2))
+    reflect = rng.random((n, 2)) < 0.5
+    a = np.empty((n, 2, 2))
+    for i in range(n):
+        u = _rotation(angles[i, 0], reflect[i, 0])
+        v = _rotation(angles[i, 1], reflect[i, 1])
+        a[i] = u @ np.diag(sv[i]) @ v
+    b = rng.uniform(-1.0, 1.0, size=(n, 2))
+    return a, b
+
+
+def _chaos_game(a: np.ndarray, b: np.ndarray, rng: np.random.Generator):
+    """Point coordinates x, y (P,) and colour coordinates (P,) in [0, 1], or None if degenerate."""
+    n = a.shape[0]
+    det = np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0])
+    if not np.isfinite(det).all() or det.sum() <= 1e-12:
+        return None
+    p = det / det.sum()
+    ks = np.searchsorted(np.cumsum(p), rng.random((STEPS, WALKERS)) * np.cumsum(p)[-1], side="right")
+    ks = np.minimum(ks, n - 1)
+    try:
+        start = np.linalg.solve(np.eye(2) - a[0], b[0])
+    except np.linalg.LinAlgError:
+        start = np.zeros(2)
+    if not np.isfinite(start).all():
+        start = np.zeros(2)
+    # One gather per step: columns a00, a01, b0, a10, a11, b1, colour of the map.
+    coef = np.stack([a[:, 0, 0], a[:, 0, 1], b[:, 0], a[:, 1, 0], a[:, 1, 1], b[:, 1],
+                     0.5 * np.arange(n) / max(n - 1, 1)], axis=0)          # (7, n)
+    x = np.full(WALKERS, start[0])
+    y = np.full(WALKERS, start[1])
+    col = np.full(WALKERS, 0.5)
+    keep = STEPS - BURN_IN
+    xs = np.empty((keep, WALKERS))
+    ys = np.empty((keep, WALKERS))
+    cs = np.empty((keep, WALKERS))
+    for t in range(STEPS):
+        c = coef[:, ks[t]]                                                  # (7, WALKERS)
+        x, y = c[0] * x + c[1] * y + c[2], c[3] * x + c[4] * y + c[5]
+        col = 0.5 * col + c[6]
+        if t >= BURN_IN:
+            xs[t - BURN_IN], ys[t - BURN_IN], cs[t - BURN_IN] = x, y, col
+    return xs.ravel(), ys.ravel(), cs.ravel()
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised HSV -> RGB, all in [0, 1]; returns (..., 3)."""
+    h6 = (h % 1.0) * 6.0
+    i = np.floor(h6).astype(np.int64) % 6
+    f = h6 - np.floor(h6)
+    p = v * (1.0 - s)
+    q = v * (1.0 - s * f)
+    t = v * (1.0 - s * (1.0 - f))
+    r = np.choose(i, [v, q, p, p, t, v])
+    g = np.choose(i, [t, v, v, q, p, p])
+    bl = np.choose(i, [p, p, t, v, v, q])
+    return np.stack([r, g, bl], axis=-1)
+
+
+def _value_noise(size: int, rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
+    """Smooth multi-octave value noise in [0, 1], (size, size) float64."""
+    out = np.zeros((size, size))
+    amp, total = 1.0, 0.0
+    x = np.linspace(0.0, 1.0, size)
+    rows = np.arange(size)
+    for o in range(octaves):
+        g = 2 ** (o + 1) + 1
+        grid = rng.random((g, g))
+        # Separable linear interpolation: W (size, g) @ grid @ W.T
+        xg = x * (g - 1)
+        i0 = np.minimum(xg.astype(np.int64), g - 2)
+        fr = xg - i0
+        w = np.zeros((size, g))
+        w[rows, i0] = 1.0 - fr
+        w[rows, i0 + 1] = fr
+        out += amp * (w @ grid @ w.T)
+        total += amp
+        amp *= 0.5
+    lo, hi = out.min(), out.max()
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def _background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size, 3) float32 in [0, 1]: a dark plain colour or a smooth dark noise."""
+    if rng.random() < 0.5:
+        rgb = _hsv_to_rgb(np.array(rng.random()), np.array(0.5), np.array(rng.uniform(0.0, 0.12)))
+        return np.broadcast_to(rgb.astype(np.float32), (size, size, 3))
+    # Noise drawn at a low resolution (it is smooth) and upsampled bilinearly.
+    low = min(size, 64)
+    n1, n2 = _value_noise(low, rng), _value_noise(low, rng)
+    rgb = _hsv_to_rgb(rng.random() + 0.25 * n1, np.full_like(n1, rng.uniform(0.2, 0.7)),
+                      0.05 + 0.35 * n2).astype(np.float32)
+    if low == size:
+        return rgb
+    x = np.linspace(0.0, low - 1.0, size)
+    i0 = np.minimum(x.astype(np.int64), low - 2)
+    fr = (x - i0).astype(np.float32)
+    w = np.zeros((size, low), np.float32)
+    w[np.arange(size), i0] = 1.0 - fr
+    w[np.arange(size), i0 + 1] = fr
+    return np.stack([w @ rgb[:, :, c] @ w.T for c in range(3)], axis=-1)
+
+
+def _rasterise(xs: np.ndarray, ys: np.ndarray, cols: np.ndarray, size: int):
+    """Hit counts and mean colour coordinate per pixel, (size, size) each, or None if degenerate."""
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    if not np.isfinite([x0, x1, y0, y1]).all() or max(abs(x0), abs(x1), abs(y0), abs(y1)) > 1e6:
+        return None
+    extent = max(x1 - x0, y1 - y0)
+    if extent <= 1e-9:
+        return None
+    margin = 0.03 * size
+    inner = size - 1 - 2 * margin
+    scale = inner / extent
+    # Keep the aspect ratio and centre the shorter axis.
+    cx = np.clip(np.rint((xs - x0) * scale + (margin + 0.5 * (inner - (x1 - x0) * scale))), 0, size - 1)
+    cy = np.clip(np.rint((ys - y0) * scale + (margin + 0.5 * (inner - (y1 - y0) * scale))), 0, size - 1)
+    flat = (cy * size + cx).astype(np.int64)  # row = y, column = x
+    counts = np.bincount(flat, minlength=size * size).astype(np.float64)
+    col_sum = np.bincount(flat, weights=cols, minlength=size * size)
+    mean_col = np.divide(col_sum, counts, out=np.zeros_like(col_sum), where=counts > 0)
+    return counts.reshape(size, size), mean_col.reshape(size, size)
+
+
+def render_fractal(rng: np.random.Generator, size: int = 256) -> np.ndarray:
+    """One (size, size, 3) uint8 fractal; systems are re-drawn from ``rng`` until non-degenerate."""
+    for _ in range(MAX_ATTEMPTS):
+        a, b = sample_ifs(rng)
+        game = _chaos_game(a, b, rng)
+        if game is None:
+            continue
+        raster = _rasterise(*game, size)
+        if raster is None:
+            continue
+        counts, mean_col = raster
+        hit = counts > 0
+        if hit.mean() < MIN_COVERAGE:
+            continue
+        break
+    else:  # pragma: no cover - practically unreachable
+        raise RuntimeError("could not draw a non-degenerate fractal")
+
+    # Colour only the hit pixels; everything else is background.
+    flat_counts = counts.ravel()
+    hit_idx = np.flatnonzero(flat_counts)
+    density = np.log1p(flat_counts[hit_idx]) / np.log1p(flat_counts.max())
+    base_hue = rng.random()
+    hue_span = rng.uniform(0.15, 0.6)
+    saturation = rng.uniform(0.3, 1.0)
+    fractal = _hsv_to_rgb(base_hue + hue_span * mean_col.ravel()[hit_idx],
+                          np.full_like(density, saturation), 0.5 + 0.5 * density)
+    background = _background(size, rng)
+    out = np.array(background, dtype=np.float32).reshape(-1, 3)
+    alpha = (0.6 + 0.4 * density)[:, None]
+    out[hit_idx] = alpha * fractal + (1.0 - alpha) * out[hit_idx]
+    out = np.rint(out * 255.0)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8).reshape(size, size, 3)
+
+
+def _fractal_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(index), _STREAM])))
+
+
+def render_fractals(count: int, size: int = 256, seed: int = 0) -> np.ndarray:
+    """``count`` fractals, (count, size, size, 3) uint8; image ``i`` depends only on (seed, i)."""
+    count, size = int(count), int(size)
+    if count < 0 or size < 8:
+        raise ValueError(f"render_fractals needs count >= 0 and size >= 8, got {count}, {size}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    out = np.empty((count, size, size, 3), np.uint8)
+    for i in range(count):
+        out[i] = render_fractal(_fractal_rng(seed, i), size)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_fractals(count: int, side: int, seed: int) -> np.ndarray:
+    images = render_fractals(count, side, seed)
+    images.flags.writeable = False
+    return images
+
+
+def builtin_mixing_bank(count: int = 16, side: int = 256, seed: int = 0) -> MixingBank:
+    """An in-memory bank of ``count`` built-in fractals (rendered once per process, read-only)."""
+    if count < 1:
+        raise ValueError(f"the built-in mixing set needs count >= 1, got {count}")
+    images = _cached_fractals(int(count), int(side), int(seed))
+    return bank_from_array(images, paths=[f"builtin:fractal:seed={seed}:{i}" for i in range(count)])
