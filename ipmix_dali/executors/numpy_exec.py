@@ -112,7 +112,7 @@ class NumpyExecutor:
     # Each method returns (V, n, H, W, 3) float32 for one chunk.
     @staticmethod
     def _pre(images_u8, cfg):
-        return fo.normalize(fo.to_float(images_u8), cfg.mean, cfg.std)
+        return fo.normalize_u8(images_u8, cfg.mean, cfg.std)
 
     def _none(self, x, pics, plan, cfg):
         return np.broadcast_to(self._pre(x, cfg)[None], (plan.views,) + x.shape).copy()

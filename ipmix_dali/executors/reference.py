@@ -168,13 +168,13 @@ class ReferenceExecutor:
         op = int(plan.op[i, v])
         steps = int(plan.steps[i, v])
         params = plan.param[i, v]
-        xt = to_float_torch(np.asarray(x))
+        xt = to_float_torch(np.array(x))
         img = apply_layermix_op_torch(op, xt.clone(), float(params[0]))
         if steps >= 1:
             img2 = apply_layermix_op_torch(op, xt.clone(), float(params[1]))
             img = self._torch_blend(img, img2, plan, i, v, 0)
         if steps >= 2:
-            img = self._torch_blend(img, to_float_torch(np.asarray(pic)), plan, i, v, 1)
+            img = self._torch_blend(img, to_float_torch(np.array(pic)), plan, i, v, 1)
             img = apply_layermix_op_torch(op, img, float(params[2]))
         hwc = img.permute(1, 2, 0).contiguous().numpy().astype(np.float32)
         return fo.normalize(hwc, cfg.mean, cfg.std)
