@@ -24,33 +24,26 @@ def to_float(images_u8: np.ndarray) -> np.ndarray:
 
 
 def normalize(x: np.ndarray, mean, std) -> np.ndarray:
-    """``Normalize``: (x - mean) / std per channel (last axis), float32."""
-    return (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    """``Normalize``: (x - mean) / std per channel (last axis), float32, in a new array.
 
-
-_LUTS = {}
-
-
-def normalized_lut(mean, std) -> np.ndarray:
-    """(3, 256) float32 table of ``normalize(to_float(v))`` for every uint8 value and channel.
-
-    Looking values up gives exactly the floats the two elementwise passes compute (it is the same
-    computation, done once per value), at a third of the cost on a batch.
+    The per-channel constants are tiled along a whole image row so that NumPy's inner loops run
+    over W * 3 values instead of 3 (3-4x faster); every element sees the same two float32 ops.
     """
-    key = (tuple(mean), tuple(std))
-    if key not in _LUTS:
-        values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-        _LUTS[key] = np.ascontiguousarray(normalize(to_float(values), mean, std).T)
-    return _LUTS[key]
+    x = np.asarray(x, dtype=np.float32)
+    c = x.shape[-1]
+    row = x.shape[-2] * c if x.ndim >= 2 else c
+    mean_row = np.tile(np.asarray(mean, dtype=np.float32), row // c)
+    std_row = np.tile(np.asarray(std, dtype=np.float32), row // c)
+    out = np.subtract(x.reshape(-1, row), mean_row)
+    out /= std_row
+    return out.reshape(x.shape)
 
 
 def normalize_u8(images_u8: np.ndarray, mean, std) -> np.ndarray:
-    """``Normalize(ToTensor(x))`` of uint8 (..., 3) images, bit-identical, via the table."""
-    lut = normalized_lut(mean, std)
-    out = np.empty(images_u8.shape, dtype=np.float32)
-    for c in range(3):
-        np.take(lut[c], images_u8[..., c], out=out[..., c])
-    return out
+    """``Normalize(ToTensor(x))`` of uint8 (..., 3) images, bit-identical to the two steps."""
+    x = images_u8.astype(np.float32)
+    x /= _F255
+    return normalize(x, mean, std)
 
 
 def mix_add(x: np.ndarray, y: np.ndarray, a, b) -> np.ndarray:
@@ -76,6 +69,28 @@ def mix_multiply(x: np.ndarray, y: np.ndarray, a, b) -> np.ndarray:
         pa = np.power((x * _TWO).astype(np.float64), a).astype(np.float32)
         pb = np.power(np.maximum(y * _TWO, _TINY).astype(np.float64), b).astype(np.float32)
         return (pa * pb) / _TWO
+
+
+def pow_tables(exponents, clamp: bool) -> np.ndarray:
+    """(r, 256) float32: the power ``mix_multiply`` computes for each uint8 value v, per exponent.
+
+    For an operand that is ``to_float`` of uint8 data, ``(2x)^a`` (clamp=False) or
+    ``max(2y, 1e-37)^b`` (clamp=True) takes only 256 values; looking them up gives the same
+    floats as evaluating ``pow`` per pixel, about 3x faster on a full image.
+    """
+    base = to_float(np.arange(256, dtype=np.uint8)) * _TWO
+    if clamp:
+        base = np.maximum(base, _TINY)
+    e = np.asarray(exponents, dtype=np.float32).astype(np.float64).reshape(-1, 1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return np.power(base.astype(np.float64)[None, :], e).astype(np.float32)
+
+
+def mix_multiply_tables(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """The last two float32 steps of ``mix_multiply`` given both powers: (pa * pb) / 2."""
+    out = pa * pb
+    out /= _TWO
+    return out
 
 
 def mix_select(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:

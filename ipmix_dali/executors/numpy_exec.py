@@ -60,8 +60,14 @@ def batch_masks(kind: int, seeds: np.ndarray, ps: np.ndarray, h: int, w: int) ->
     return masks.uniform_from_hash(seeds, idx) < ps
 
 
-def mix_rows(kind: np.ndarray, x: np.ndarray, y: np.ndarray, a, b, mask_p, mask_seed):
-    """Pixel-mix rows of float images (r, h, w, 3) with per-row op, coefficients and masks."""
+def mix_rows(kind: np.ndarray, x: np.ndarray, y: np.ndarray, a, b, mask_p, mask_seed,
+             x_u8=None, y_u8=None):
+    """Pixel-mix rows of float images (r, h, w, 3) with per-row op, coefficients and masks.
+
+    ``x_u8`` / ``y_u8`` (optional) are the uint8 images x / y were made from by ``to_float``;
+    given, multiply's powers come from 256-entry tables (:func:`float_ops.pow_tables`), which
+    yields the same floats faster.
+    """
     out = np.empty_like(x)
     h, w = x.shape[1:3]
     for op in np.unique(kind):
@@ -69,6 +75,21 @@ def mix_rows(kind: np.ndarray, x: np.ndarray, y: np.ndarray, a, b, mask_p, mask_
         if op == _ADD:
             out[rows] = fo.mix_add(x[rows], y[rows], a[rows, None, None, None],
                                    b[rows, None, None, None])
+        elif op == _MUL and (x_u8 is not None or y_u8 is not None):
+            ta = None if x_u8 is None else fo.pow_tables(a[rows], clamp=False)
+            tb = None if y_u8 is None else fo.pow_tables(b[rows], clamp=True)
+            for j, r in enumerate(rows):
+                if ta is None:
+                    pa = np.power((x[r] * np.float32(2)).astype(np.float64),
+                                  np.float64(np.float32(a[r]))).astype(np.float32)
+                else:
+                    pa = np.take(ta[j], x_u8[r])
+                if tb is None:
+                    pb = np.power(np.maximum(y[r] * np.float32(2), np.float32(1e-37)).astype(
+                        np.float64), np.float64(np.float32(b[r]))).astype(np.float32)
+                else:
+                    pb = np.take(tb[j], y_u8[r])
+                out[r] = fo.mix_multiply_tables(pa, pb)
         elif op == _MUL:
             out[rows] = fo.mix_multiply(x[rows], y[rows], a[rows, None, None, None],
                                         b[rows, None, None, None])
@@ -117,15 +138,40 @@ class NumpyExecutor:
     def _none(self, x, pics, plan, cfg):
         return np.broadcast_to(self._pre(x, cfg)[None], (plan.views,) + x.shape).copy()
 
-    def _combine(self, x, chains_u8, plan, cfg):
-        """(1 - m) * pre(x) + m * sum_c w_c * pre(y_c); chains_u8 is (n, V, K, H, W, 3)."""
-        clean = self._pre(x, cfg)[:, None]  # (n, 1, H, W, 3)
+    def _combine(self, x, chains_u8, plan, cfg, dirty=None):
+        """(1 - m) * pre(x) + m * sum_c w_c * pre(y_c); chains_u8 is (n, V, K, H, W, 3).
+
+        Same float32 operations in the same order as the reference (the sum starts at zero and
+        adds the chains in order), done in place to save passes over memory. ``dirty`` (optional,
+        (n * V * K, 4) rows of top, left, bottom, right) bounds where a chain differs from x:
+        outside it pre(y_c) is pre(x), which is reused instead of recomputed (same floats).
+        """
+        n, v, k = chains_u8.shape[:3]
+        h, w = chains_u8.shape[3:5]
+        clean1 = self._pre(x, cfg)  # (n, H, W, 3)
+        clean = clean1[:, None]
         weights = plan.weights[..., None, None, None]  # (n, V, K, 1, 1, 1)
-        mix = np.zeros(chains_u8.shape[:2] + chains_u8.shape[3:], dtype=np.float32)
-        for c in range(chains_u8.shape[2]):
-            mix = mix + weights[:, :, c] * self._pre(chains_u8[:, :, c], cfg)
+        mix = np.zeros((n, v) + chains_u8.shape[3:], dtype=np.float32)
+        if dirty is not None:
+            dirty = dirty.reshape(n, v, k, 4)
+        for c in range(k):
+            if dirty is None:
+                term = self._pre(chains_u8[:, :, c], cfg)
+            else:
+                d = dirty[:, :, c]
+                full = (d[..., 0] == 0) & (d[..., 1] == 0) & (d[..., 2] == h) & (d[..., 3] == w)
+                term = np.broadcast_to(clean, (n, v) + clean1.shape[1:]).copy()
+                if full.any():
+                    term[full] = self._pre(chains_u8[:, :, c][full], cfg)
+                for i, j in zip(*np.nonzero(~full & (d[..., 2] > d[..., 0]))):
+                    t0, l0, t1, l1 = (int(val) for val in d[i, j])
+                    term[i, j, t0:t1, l0:l1] = self._pre(chains_u8[i, j, c, t0:t1, l0:l1], cfg)
+            term *= weights[:, :, c]
+            mix += term
         m = plan.m[..., None, None, None]
-        out = (np.float32(1) - m) * clean + m * mix
+        mix *= m
+        out = (np.float32(1) - m) * clean
+        out += mix
         return np.moveaxis(out, 1, 0)
 
     def _augmix(self, x, pics, plan, cfg):
@@ -145,8 +191,11 @@ class NumpyExecutor:
         flat = {name: plan.arrays[name].reshape(n * v * k, t) for name in (
             "op", "param", "mix_op", "left", "top", "width", "height", "a", "b", "mask_p",
             "mask_seed", "partner", "partner_op", "partner_param")}
+        size = shape[0]
+        dirty = np.zeros((n * v * k, 4), dtype=np.int64)  # box where y differs from x
         for s in range(t):
             y = apply_ops_grouped(y, flat["op"][:, s], flat["param"][:, s])
+            dirty[flat["op"][:, s] >= 0] = (0, 0, size, size)
             rows = np.nonzero(flat["mix_op"][:, s] >= 0)[0]
             if len(rows) == 0:
                 continue
@@ -161,38 +210,49 @@ class NumpyExecutor:
                 l0, t0 = int(flat["left"][r, s]), int(flat["top"][r, s])
                 box = (slice(t0, t0 + int(flat["height"][r, s])),
                        slice(l0, l0 + int(flat["width"][r, s])))
-                pa = fo.to_float(y[r][box])[None]
-                pb = fo.to_float(partner[j][box])[None]
-                mixed = mix_rows(flat["mix_op"][r:r + 1, s], pa, pb, flat["a"][r:r + 1, s],
-                                 flat["b"][r:r + 1, s], flat["mask_p"][r:r + 1, s],
-                                 flat["mask_seed"][r:r + 1, s])
+                ua, ub = y[r][box][None], partner[j][box][None]
+                mixed = mix_rows(flat["mix_op"][r:r + 1, s], fo.to_float(ua), fo.to_float(ub),
+                                 flat["a"][r:r + 1, s], flat["b"][r:r + 1, s],
+                                 flat["mask_p"][r:r + 1, s], flat["mask_seed"][r:r + 1, s],
+                                 x_u8=ua, y_u8=ub)
                 y[r][box] = to_u8(mixed[0])
-        return self._combine(x, y.reshape((n, v, k) + shape), plan, cfg)
+                b = dirty[r]
+                if b[2] > b[0]:  # union with the existing box
+                    b[:] = (min(b[0], t0), min(b[1], l0), max(b[2], box[0].stop),
+                            max(b[3], box[1].stop))
+                else:
+                    b[:] = (t0, l0, box[0].stop, box[1].stop)
+        return self._combine(x, y.reshape((n, v, k) + shape), plan, cfg, dirty)
 
     def _pixmix(self, x, pics, plan, cfg):
         n, v = plan.rounds.shape
         shape = x.shape[1:]
         sample = np.repeat(np.arange(n), v)
-        z = fo.to_float(apply_ops_grouped(x[sample], plan.start_op.ravel(),
-                                          plan.start_param.ravel()))
-        pics_f = fo.to_float(pics)
+        start_u8 = apply_ops_grouped(x[sample], plan.start_op.ravel(), plan.start_param.ravel())
+        z = fo.to_float(start_u8)
+        fresh = np.ones(n * v, dtype=bool)  # z is still to_float(start_u8): tables apply to it
         r_max = plan.mix_op.shape[2]
-        mix_op = plan.mix_op.reshape(n * v, r_max)
+        flat = {k: plan.arrays[k].reshape(n * v, r_max)
+                for k in ("mix_op", "partner_aug", "partner_op", "partner_param", "a", "b")}
         for r in range(r_max):
-            rows = np.nonzero(mix_op[:, r] >= 0)[0]
+            rows = np.nonzero(flat["mix_op"][:, r] >= 0)[0]
             if len(rows) == 0:
                 continue
-            partner = pics_f[sample[rows]]
-            aug = np.nonzero(plan.partner_aug.reshape(n * v, r_max)[rows, r] == 1)[0]
+            # Partners stay uint8 (the mixing picture or one op on the clean input).
+            partner = pics[sample[rows]]
+            aug = np.nonzero(flat["partner_aug"][rows, r] == 1)[0]
             if len(aug):
-                partner[aug] = fo.to_float(apply_ops_grouped(
-                    x[sample[rows[aug]]], plan.partner_op.reshape(n * v, r_max)[rows[aug], r],
-                    plan.partner_param.reshape(n * v, r_max)[rows[aug], r]))
-            zero = np.zeros(len(rows), dtype=np.float32)
-            z[rows] = fo.clip01(mix_rows(mix_op[rows, r], z[rows], partner,
-                                         plan.a.reshape(n * v, r_max)[rows, r],
-                                         plan.b.reshape(n * v, r_max)[rows, r], zero,
-                                         zero.astype(np.uint32)))
+                partner[aug] = apply_ops_grouped(x[sample[rows[aug]]],
+                                                 flat["partner_op"][rows[aug], r],
+                                                 flat["partner_param"][rows[aug], r])
+            for j, row in enumerate(rows):
+                one = slice(row, row + 1)
+                mixed = mix_rows(flat["mix_op"][one, r], z[one], fo.to_float(partner[j:j + 1]),
+                                 flat["a"][one, r], flat["b"][one, r], None, None,
+                                 x_u8=start_u8[one] if fresh[row] else None,
+                                 y_u8=partner[j:j + 1])
+                z[row] = fo.clip01(mixed[0])
+                fresh[row] = False
         out = fo.normalize(z, cfg.mean, cfg.std).reshape((n, v) + shape)
         return np.moveaxis(out, 1, 0)
 
