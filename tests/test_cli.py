@@ -1,0 +1,85 @@
+"""`ipmix-dali show` and `ipmix-dali bench-executors` through main([...]) on small real data."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ipmix_dali.cli import main
+from ipmix_dali.samples import sample_photos
+from ipmix_dali.show import _LABEL_W, load_image_folder
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    d = tmp_path / "images"
+    (d / "sub").mkdir(parents=True)
+    photos = sample_photos(3, 96, seed=5)
+    Image.fromarray(photos[0]).save(d / "a.jpg", quality=95)
+    Image.fromarray(photos[1]).save(d / "sub" / "b.png")
+    Image.fromarray(photos[2]).convert("L").save(d / "c.jpg")  # grayscale -> RGB
+    return d
+
+
+def test_show_with_folders_writes_grid_with_clean_tiles(tmp_path, image_dir):
+    out = tmp_path / "grid.png"
+    rc = main(["show", "--method", "ipmix,none", "--preset", "cifar", "--images", str(image_dir),
+               "--rows", "2", "--views", "3", "--out", str(out)])
+    assert rc == 0
+    grid = np.asarray(Image.open(out))
+    tile, pad = 32 * 3, 4  # cifar crops are enlarged 3x
+    assert grid.shape == (20 + 4 * (tile + pad), _LABEL_W + 4 * (tile + pad), 3)
+    clean = load_image_folder(image_dir, 32, 2)
+    # first column of every row is the clean crop, enlarged with NEAREST
+    for row, img in enumerate([clean[0], clean[1], clean[0], clean[1]]):
+        y = 20 + row * (tile + pad)
+        got = grid[y:y + tile:3, _LABEL_W:_LABEL_W + tile:3]
+        assert np.array_equal(got, img)
+    # method "none": every view equals the clean crop up to the float round trip
+    y = 20 + 2 * (tile + pad)
+    for col in range(1, 4):
+        x = _LABEL_W + col * (tile + pad)
+        assert np.abs(grid[y:y + tile:3, x:x + tile:3].astype(int) - clean[0]).max() <= 1
+
+
+def test_show_defaults_use_shipped_photos_and_builtin_set(tmp_path):
+    out = tmp_path / "g.png"
+    assert main(["show", "--method", "pixmix", "--preset", "cifar", "--rows", "1", "--views",
+                 "2", "--out", str(out)]) == 0
+    grid = np.asarray(Image.open(out))
+    aug = grid[20:20 + 96, _LABEL_W + 100:_LABEL_W + 196]
+    assert aug.std() > 10  # a real image, not a blank tile
+
+
+def test_show_errors_are_one_line(tmp_path, image_dir, capsys):
+    rc = main(["show", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "missing" in err and "--images" in err
+    (image_dir / "broken.jpg").write_bytes(open(image_dir / "a.jpg", "rb").read()[:300])
+    rc = main(["show", "--preset", "cifar", "--images", str(image_dir), "--rows", "5",
+               "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "broken.jpg" in err and "--skip-bad-files" in err and "\n" not in err
+    rc = main(["show", "--preset", "cifar", "--method", "none", "--images", str(image_dir),
+               "--rows", "5", "--skip-bad-files", "--out", str(tmp_path / "x.png")])
+    assert rc == 0
+    rc = main(["show", "--mixing-set", str(tmp_path / "nothing"), "--method", "ipmix",
+               "--out", str(tmp_path / "y.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "nothing" in err and "\n" not in err
+
+
+def test_bench_executors_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = main(["bench-executors", "--methods", "none,ipmix", "--preset", "cifar", "--batch", "4",
+               "--repeats", "1", "--jsd", "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    rows = {(r["method"], r["jsd"]): r for r in result["rows"]}
+    assert set(rows) == {("none", False), ("ipmix", False), ("ipmix", True)}
+    for r in rows.values():
+        assert r["reference_ms_per_image"] > 0 and r["numpy_ms_per_image"] > 0
+        assert r["speedup"] == pytest.approx(r["reference_ms_per_image"] / r["numpy_ms_per_image"],
+                                             rel=0.02)
+    assert result["image_size"] == 32 and result["machine"]["logical_cores"] >= 1
+    assert result["machine"]["versions"]["numpy"] == np.__version__
