@@ -22,30 +22,29 @@ _ADD, _MUL = MIX_OP_ID["add"], MIX_OP_ID["multiply"]
 _PIX, _ELEM = MIX_OP_ID["random_pixels"], MIX_OP_ID["random_elems"]
 
 
-def apply_ops_grouped(images: np.ndarray, op_ids: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Apply a PIL op per row (op id -1: unchanged), one batch call per distinct op id."""
-    from .np_ops import apply_pil_op
-
+def _apply_grouped(apply_op, images: np.ndarray, op_ids: np.ndarray, params: np.ndarray):
+    """Apply an op per row (op id -1: unchanged), one batch call per distinct op id."""
     out = images.copy()
     for op in np.unique(op_ids):
         if op < 0:
             continue
         rows = np.nonzero(op_ids == op)[0]
-        out[rows] = apply_pil_op(int(op), images[rows], params[rows].astype(np.float64))
+        out[rows] = apply_op(int(op), images[rows], params[rows].astype(np.float64))
     return out
+
+
+def apply_ops_grouped(images: np.ndarray, op_ids: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """PIL op twins (uint8 NHWC) per row."""
+    from .np_ops import apply_pil_op
+
+    return _apply_grouped(apply_pil_op, images, op_ids, params)
 
 
 def apply_layermix_grouped(images: np.ndarray, op_ids: np.ndarray, params: np.ndarray):
-    """Apply a LayerMix float op per row (float32 NHWC), one batch call per distinct op id."""
+    """LayerMix float op twins (float32 NHWC) per row."""
     from .layermix_ops import apply_layermix_op_np
 
-    out = images.copy()
-    for op in np.unique(op_ids):
-        if op < 0:
-            continue
-        rows = np.nonzero(op_ids == op)[0]
-        out[rows] = apply_layermix_op_np(int(op), images[rows], params[rows].astype(np.float64))
-    return out
+    return _apply_grouped(apply_layermix_op_np, images, op_ids, params)
 
 
 def batch_masks(kind: int, seeds: np.ndarray, ps: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -136,7 +135,7 @@ class NumpyExecutor:
         return fo.normalize_u8(images_u8, cfg.mean, cfg.std)
 
     def _none(self, x, pics, plan, cfg):
-        return np.broadcast_to(self._pre(x, cfg)[None], (plan.views,) + x.shape).copy()
+        return np.broadcast_to(self._pre(x, cfg)[None], (plan.views,) + x.shape)
 
     def _combine(self, x, chains_u8, plan, cfg, dirty=None):
         """(1 - m) * pre(x) + m * sum_c w_c * pre(y_c); chains_u8 is (n, V, K, H, W, 3).
