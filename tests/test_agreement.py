@@ -106,3 +106,19 @@ def test_layermix_numpy_equals_torchvision_reference(preset, data):
         # normalisation, ~0.3 % of all values); every other value is identical.
         assert (err == 0).mean() >= 0.99, (err == 0).mean()
         assert err.max() <= 1e-6, err.max()
+
+
+@pytest.mark.parametrize("method", ["augmix", "pixmix", "ipmix", "layermix"])
+def test_same_seed_same_pixels(method, data):
+    images, bank = data["cifar"]
+    cfg = make_config(method, "cifar", jsd=True)
+    outs = []
+    for key in ((4, 0, 1, 2), (4, 0, 1, 2), (4, 0, 1, 3)):
+        plan = sample_plan(cfg, N, make_rng(*key), len(bank), bank.side)
+        pics = (bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
+                if "mix_index" in plan.arrays else None)
+        outs.append(get_executor("numpy").apply(images, pics, plan))
+    assert np.array_equal(outs[0], outs[1])  # same (seed, shard, epoch, iteration)
+    assert not np.array_equal(outs[0], outs[2])  # next iteration: new decisions
+    # JSD: the two views of a sample are independent draws
+    assert not np.array_equal(outs[0][0], outs[0][1])
