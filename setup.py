@@ -35,7 +35,10 @@ setup(
         "torchvision>=0.16",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # NVRTC compiles every kernels/*.cu in CI without a GPU.
+        "test": ["pytest>=7", "nvidia-cuda-nvrtc-cu12"],
+        # The GPU executor. (DALI, nvidia-dali-cuda120, arrives with the pipeline issue.)
+        "gpu": ["cupy-cuda12x"],
     },
     entry_points={"console_scripts": ["ipmix-dali=ipmix_dali.cli:main"]},
 )
