@@ -5,6 +5,7 @@
     plan = sample_plan(cfg, n=len(images), rng=make_rng(seed, shard, epoch, iteration),
                        bank_size=len(bank), bank_side=bank.side)
 """
+from .api import augment  # noqa: F401
 from .config import make_config  # noqa: F401
 from .plans import Plan, sample_plan  # noqa: F401
 from .rng import make_rng  # noqa: F401

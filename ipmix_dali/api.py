@@ -1,0 +1,102 @@
+"""``ipmix_dali.augment``: the augmentation on arrays, for users without DALI.
+
+    views = augment(images, bank, method="ipmix", seed=0, iteration=step)
+
+NumPy arrays (and CPU torch tensors) run on the NumPy executor; CuPy arrays and CUDA torch
+tensors run on the CuPy executor, zero-copy through DLPack, on the caller's stream.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import make_config
+from .plans import sample_plan
+from .rng import make_rng
+
+
+def _kind(images):
+    mod = type(images).__module__
+    if mod.startswith("torch"):
+        return "torch-cuda" if images.is_cuda else "torch-cpu"
+    if mod.startswith("cupy"):
+        return "cupy"
+    if isinstance(images, np.ndarray):
+        return "numpy"
+    raise TypeError(f"images must be a NumPy or CuPy array or a torch tensor, got {type(images)}")
+
+
+def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imagenet",
+            seed: int = 0, shard: int = 0, epoch: int = 0, iteration: int = 0, jsd: bool = False,
+            executor: str | None = None, **options):
+    """Augment a batch of uint8 images (N, S, S, 3), S = the preset's image size.
+
+    Args:
+        images: uint8 NHWC batch: numpy / cupy array or torch tensor (CPU or CUDA).
+        mixing_bank: a :class:`~ipmix_dali.mixing_set.MixingBank`, a uint8 (M, T, T, 3) array
+            of square pictures (T >= S), or None for the built-in fractal set (methods that mix).
+        method, preset, options: see :func:`ipmix_dali.config.make_config`.
+        seed, shard, epoch, iteration: the plan's key; the same key gives the same pixels.
+        jsd: return (clean, view1, view2) instead of one view.
+        executor: "numpy", "cupy" or "reference"; default from the array type.
+
+    Returns:
+        Normalised float32 NHWC views of the input's kind (a tuple of three with ``jsd``).
+    """
+    from .executors import get_executor
+    from .mixing_set import MixingBank, bank_from_array
+
+    kind = _kind(images)
+    executor = executor or ("cupy" if kind in ("cupy", "torch-cuda") else "numpy")
+    cfg = make_config(method, preset, jsd=jsd, **options)
+    if kind == "torch-cpu":
+        host = images.numpy()
+    elif kind == "torch-cuda":
+        import cupy
+
+        host = cupy.from_dlpack(images)
+    else:
+        host = images
+    if host.dtype != np.uint8 or host.ndim != 4 or host.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, S, S, 3), got {host.dtype} {tuple(host.shape)}")
+
+    bank = None
+    if cfg.method in ("pixmix", "ipmix", "layermix"):
+        if mixing_bank is None:
+            from .builtin_mixing import builtin_mixing_bank
+
+            side = max(256, cfg.image_size) if cfg.image_size > 32 else 36
+            mixing_bank = builtin_mixing_bank(count=16, side=side)
+        bank = mixing_bank if isinstance(mixing_bank, MixingBank) else bank_from_array(
+            np.asarray(mixing_bank))
+    plan = sample_plan(cfg, host.shape[0], make_rng(seed, shard, epoch, iteration),
+                       len(bank) if bank else 0, bank.side if bank else 0)
+    pics = None
+    if bank is not None:
+        pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
+        if executor == "cupy":
+            import cupy
+
+            pics = cupy.asarray(pics)
+    if executor != "cupy" and kind in ("cupy", "torch-cuda"):
+        raise ValueError(f"executor {executor!r} runs on the CPU: pass host arrays or "
+                         f"executor='cupy'")
+    views = get_executor(executor).apply(host, pics, plan)
+
+    def back(x):
+        if kind == "torch-cuda":
+            import torch
+
+            return torch.from_dlpack(x)
+        if kind == "torch-cpu":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(x))
+        return x
+
+    if not jsd:
+        return back(views[0])
+    # The clean view: method "none" (normalisation only) on the same executor.
+    none_cfg = make_config("none", preset, image_size=cfg.image_size, mean=cfg.mean, std=cfg.std)
+    clean = get_executor(executor).apply(host, None, sample_plan(none_cfg, host.shape[0],
+                                                                  make_rng(0)))[0]
+    return back(clean), back(views[0]), back(views[1])
