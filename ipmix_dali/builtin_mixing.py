@@ -266,3 +266,36 @@ def builtin_mixing_bank(count: int = 16, side: int = 256, seed: int = 0) -> Mixi
         raise ValueError(f"the built-in mixing set needs count >= 1, got {count}")
     images = _cached_fractals(int(count), int(side), int(seed))
     return bank_from_array(images, paths=[f"builtin:fractal:seed={seed}:{i}" for i in range(count)])
+
+
+def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: str = "png",
+                      progress: bool = False, chunk: int = 32):
+    """Write fractals 0..count-1 of ``seed`` as ``fractal_<seed>_<index>.<fmt>`` files.
+
+    Image i depends only on (seed, i), so an interrupted run resumes: files already present are
+    kept and not rendered again. Each file is written to a temporary name and renamed.
+    Returns (written, kept).
+    """
+    import os
+    import sys
+
+    from PIL import Image
+
+    if count < 1 or size < 8:
+        raise ValueError(f"need count >= 1 and size >= 8, got count={count} size={size}")
+    os.makedirs(out_dir, exist_ok=True)
+    names = [os.path.join(out_dir, f"fractal_{seed}_{i:06d}.{fmt}") for i in range(count)]
+    todo = [i for i, name in enumerate(names) if not os.path.exists(name)]
+    for start in range(0, len(todo), chunk):
+        batch = todo[start:start + chunk]
+        for i in batch:
+            img = Image.fromarray(render_fractal(_fractal_rng(seed, i), size))
+            tmp = names[i] + ".tmp"
+            img.save(tmp, format="PNG" if fmt == "png" else "JPEG", quality=95)
+            os.replace(tmp, names[i])
+        if progress:
+            done = start + len(batch)
+            print(f"\rfractals: {done}/{len(todo)}", end="", file=sys.stderr, flush=True)
+    if progress and todo:
+        print(file=sys.stderr)
+    return len(todo), count - len(todo)

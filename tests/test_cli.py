@@ -83,3 +83,30 @@ def test_bench_executors_writes_json(tmp_path):
                                              rel=0.02)
     assert result["image_size"] == 32 and result["machine"]["logical_cores"] >= 1
     assert result["machine"]["versions"]["numpy"] == np.__version__
+
+
+def test_make_mixing_set_writes_resumable_deterministic_files(tmp_path, capsys):
+    from ipmix_dali.builtin_mixing import render_fractals
+    from ipmix_dali.mixing_set import load_mixing_bank
+
+    out = tmp_path / "fractals"
+    assert main(["make-mixing-set", "--out", str(out), "--count", "3", "--size", "48",
+                 "--seed", "9"]) == 0
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"fractal_9_{i:06d}.png" for i in range(3)]
+    expected = render_fractals(3, 48, seed=9)
+    for i, f in enumerate(files):
+        assert np.array_equal(np.asarray(Image.open(f)), expected[i])  # PNG: lossless
+    # resume: existing files are kept, only the missing one is rendered
+    files[1].unlink()
+    mtime0 = files[0].stat().st_mtime_ns
+    assert main(["make-mixing-set", "--out", str(out), "--count", "3", "--size", "48",
+                 "--seed", "9"]) == 0
+    assert "wrote 1 fractals" in capsys.readouterr().out
+    assert files[0].stat().st_mtime_ns == mtime0
+    assert np.array_equal(np.asarray(Image.open(files[1])), expected[1])
+    assert not list(out.glob("*.tmp"))
+    # the folder is a mixing set
+    bank = load_mixing_bank(out, side=48, cache_dir=tmp_path / "cache")
+    assert len(bank) == 3 and np.array_equal(bank.images[2], expected[2])
+    assert main(["make-mixing-set", "--out", str(out), "--device", "gpu", "--count", "1"]) == 2
