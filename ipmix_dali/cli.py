@@ -68,6 +68,30 @@ def _run_bench_executors(args) -> int:
     return 0
 
 
+def _add_bench_gpu(sub):
+    p = sub.add_parser("bench-gpu", help="CuPy executor and fractal renderer throughput (GPU)")
+    p.add_argument("--methods", default="none,augmix,pixmix,ipmix")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out-dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--out", default="bench/results/executors_gpu.json")
+    p.set_defaults(func=_run_bench_gpu)
+
+
+def _run_bench_gpu(args) -> int:
+    from .bench_gpu import run_gpu_bench
+
+    result = run_gpu_bench([m.strip() for m in args.methods.split(",")], batch=args.batch,
+                           size=args.size, repeats=args.repeats, out=args.out,
+                           out_dtype=args.out_dtype)
+    print(result["device"]["gpu"])
+    print(result["table"])
+    print(f"fractals: {result['fractals']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _add_make_mixing_set(sub):
     p = sub.add_parser("make-mixing-set",
                        help="render IFS fractals (chaos game, sigma-factor maps) as image files")
@@ -100,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_show(sub)
     _add_bench_executors(sub)
     _add_make_mixing_set(sub)
+    _add_bench_gpu(sub)
     return parser
 
 

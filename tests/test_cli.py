@@ -110,3 +110,17 @@ def test_make_mixing_set_writes_resumable_deterministic_files(tmp_path, capsys):
     bank = load_mixing_bank(out, side=48, cache_dir=tmp_path / "cache")
     assert len(bank) == 3 and np.array_equal(bank.images[2], expected[2])
     assert main(["make-mixing-set", "--out", str(out), "--device", "gpu", "--count", "1"]) == 2
+
+
+def test_bench_gpu_without_gpu_is_a_one_line_error(tmp_path, capsys):
+    try:
+        import cupy
+
+        cupy.zeros(1)
+        pytest.skip("a GPU is present")
+    except Exception:
+        pass
+    rc = main(["bench-gpu", "--out", str(tmp_path / "g.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no usable CUDA GPU" in err and "\n" not in err
+    assert not (tmp_path / "g.json").exists()
