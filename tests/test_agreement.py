@@ -96,16 +96,25 @@ def test_full_plans_within_one_grey_level(method, preset, data):
 
 
 @pytest.mark.parametrize("preset", ["imagenet", "cifar"])
-def test_layermix_numpy_equals_torchvision_reference(preset, data):
-    """LayerMix: NumPy twin of the torchvision float ops and torch blends, whole pipeline."""
+def test_layermix_numpy_equals_torchvision_reference(preset, data, monkeypatch):
+    """LayerMix: NumPy twin of the torchvision float ops and torch blends, whole pipeline.
+
+    The twin's affine-grid rounding is set to this machine's torch (it fuses the grid matmul on
+    some CPUs only: layermix_ops.GRID_MATMUL_FMA).
+    """
+    from ipmix_dali.executors import layermix_ops
+
+    monkeypatch.setattr(layermix_ops, "GRID_MATMUL_FMA", layermix_ops.torch_grid_matmul_fma())
     for seed in range(3):
         cfg, ref, out = _run("layermix", preset, data, 200 + seed)
         err = np.abs(ref - out)
         # The reference blends in torch, whose float32 pow in `multiply` differs from ours by
-        # 1-2 ulp on a few % of the pixels of a multiply-blended view (measured: <= 2.4e-7 after
-        # normalisation, ~0.3 % of all values); every other value is identical.
+        # 1-2 ulp on a few % of the pixels of a multiply-blended view; every other value is
+        # identical. Measured: ~0.3-0.4 % of all values differ, by <= 2.4e-7 after normalisation
+        # on an Intel machine and <= 1.2e-6 on an AMD EPYC one (its SLEEF pow is further off:
+        # 2 ulp of a value in [0.5, 1) is 2.4e-7, / std 0.225 = 1.06e-6). The bound is 4 such ulp.
         assert (err == 0).mean() >= 0.99, (err == 0).mean()
-        assert err.max() <= 1e-6, err.max()
+        assert err.max() <= 2.2e-6, err.max()
 
 
 @pytest.mark.parametrize("method", ["augmix", "pixmix", "ipmix", "layermix"])

@@ -32,7 +32,8 @@ one parameter per image, reproducing torchvision's float32 arithmetic step by st
   the one extra rounding can differ from a true FMA only on a double-rounding tie, ~2^-29 per op).
 
 The FMA contractions are what this torch build (GCC-compiled AVX2/AVX512 kernels, MKL sgemm)
-does on this machine; a torch build whose kernels are not contracted would differ from this twin
+does on an Intel machine; MKL's sgemm on an AMD EPYC does not contract (``GRID_MATMUL_FMA``
+below); a torch build whose kernels are not contracted would differ from this twin
 by 1-2 ulp in grayscale and by up to ~1e-5 in the geometric ops (sampling coordinates off by an
 ulp move the bilinear weights). ``exact=False`` (geometric ops only) replaces the
 emulated FMAs of the corner sum by plain float32 multiplies and adds: about 40% faster, max abs
@@ -58,6 +59,15 @@ _TO_U8 = np.float32(255.0 + 1.0 - 1e-3)  # to_dtype_image float -> uint8 multipl
 _GRAY_R = np.float32(0.2989)
 _GRAY_G = np.float64(np.float32(0.587))  # float64 copies: used inside the emulated FMAs
 _GRAY_B = np.float64(np.float32(0.114))
+
+# How the affine grid's batched matmul rounds ``x * r0 + y * r1``: one fused multiply-add (True,
+# the canonical form, which kernels/layermix_ops.cu computes too) or two float32 roundings (False).
+# Torch's own CPU bmm does either, by CPU: MKL contracts on the Intel AVX512 machine the twin was
+# written on and does not on an AMD EPYC (AVX512) one, measured with torch 2.14. The executor keeps
+# the canonical form so that a plan gives the same pixels on every machine; tests that compare
+# with the machine's torch bit for bit set this to what torch does there
+# (tests/test_layermix_ops.py: torch_grid_matmul_fma).
+GRID_MATMUL_FMA = True
 
 # Output pixels per chunk in the geometric ops (one 224x224 image, or 64 32x32 images, a chunk).
 _GEOM_CHUNK_PIXELS = 1 << 16
@@ -212,6 +222,32 @@ def solarize_np(images: np.ndarray, params) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # NumPy twin: geometric ops
 # --------------------------------------------------------------------------------------------
+def torch_grid_matmul_fma() -> bool:
+    """Whether this machine's torch contracts the affine grid's matmul into an FMA.
+
+    Runs torchvision's ``_affine_grid`` once on a 64x64 probe and compares it with both forms of
+    the twin; the answer is what :data:`GRID_MATMUL_FMA` must be for bit-exact agreement here.
+    """
+    import torch
+    from torchvision.transforms.v2.functional._geometry import _affine_grid
+
+    theta = np.array([[[0.9, -0.43, 3.1], [0.37, 1.07, -2.3]]], dtype=np.float32)
+    side = 64
+    grid = _affine_grid(torch.from_numpy(theta.copy()), side, side, side, side).numpy()
+    r = (theta[0].T / np.float32(0.5 * side)).astype(np.float32)
+    b = (np.arange(side, dtype=np.float64) - (side - 1) * 0.5).astype(np.float32)
+    xr = b[None, :] * r[0, 0]
+    yr64 = b[:, None].astype(np.float64) * np.float64(r[1, 0])
+    fused = np.add(yr64, xr).astype(np.float32) + r[2, 0]
+    plain = (xr + yr64.astype(np.float32)) + r[2, 0]
+    if np.array_equal(grid[0, ..., 0], fused):
+        return True
+    if np.array_equal(grid[0, ..., 0], plain):
+        return False
+    raise RuntimeError("torch's affine grid matches neither rounding of the twin "
+                       "(ipmix_dali.executors.layermix_ops.GRID_MATMUL_FMA)")
+
+
 def _inverse_affine_matrix(angle: float, translate, shear) -> list:
     """torchvision's ``_get_inverse_affine_matrix`` with center [0, 0] and scale 1 (doubles)."""
     rot = math.radians(angle)
@@ -292,7 +328,8 @@ def _warp_bilinear(images: np.ndarray, theta: np.ndarray, exact: bool = True) ->
         rr64 = r64[i0:i1, :, :, None, None]
         coords = []
         for j in (0, 1):
-            # grid_j = fma(y, r[1, j], x * r[0, j]) + r[2, j]  (the bmm as MKL evaluates it).
+            # grid_j = fma(y, r[1, j], x * r[0, j]) + r[2, j]  (the bmm as MKL evaluates it on
+            # some CPUs; (x * r[0, j] + y * r[1, j]) + r[2, j] with GRID_MATMUL_FMA off).
             # A zero coefficient makes the coordinate depend on one axis only (translations,
             # and one axis of each shear): computed on that axis and broadcast, same values.
             if not rr[:, 0, j].any():
@@ -300,8 +337,11 @@ def _warp_bilinear(images: np.ndarray, theta: np.ndarray, exact: bool = True) ->
             elif not rr[:, 1, j].any():
                 g = bx[None, None, :] * rr[:, 0, j]                            # (m, 1, w)
             else:
-                g64 = np.add(by64[None, :, None] * rr64[:, 1, j], bx[None, None, :] * rr[:, 0, j])
-                g = g64.astype(np.float32)
+                xr = bx[None, None, :] * rr[:, 0, j]
+                if GRID_MATMUL_FMA:
+                    g = np.add(by64[None, :, None] * rr64[:, 1, j], xr).astype(np.float32)
+                else:
+                    g = xr + (by64[None, :, None] * rr64[:, 1, j]).astype(np.float32)
             g += rr[:, 2, j]
             # grid_sample's unnormalize: fma(g + 1, size / 2, -0.5)
             g += _ONE
