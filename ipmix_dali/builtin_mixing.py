@@ -12,14 +12,24 @@ Anderson & Farrell (WACV 2022), following spec section 8:
 3. ``b ~ U(-1, 1)^2``.
 4. Chaos game with map probabilities proportional to ``|det A|``: 1000 walkers in parallel,
    started at the fixed point of map 1 (on the attractor), 100 steps, the first 8 discarded.
+   Walker w picks its map at step t with the counter hash of ``kernels/common.cuh``,
+   ``uniform_from_hash(walk_seed, t * 1000 + w)`` (``walk_seed`` drawn per system).
 5. Rasterised into the attractor's bounding box (aspect kept) by hit count, normalised to its
    maximum on a log scale.
 6. Coloured in HSV: hue = a random base hue plus a random span times a running average of the
    chosen map indices (self-similar parts get their own hue), saturation in [0.3, 1], value in
-   [0.5, 1] by density; composited onto a dark background or a smooth value-noise background.
+   [0.5, 1] by density; composited onto a dark background or a smooth value-noise background
+   (drawn at <= 64 px and upsampled bilinearly).
 
 Pictures with fewer than 2 % of their pixels hit (or a degenerate bounding box) are re-drawn from
 the same generator, so image ``i`` depends only on ``(seed, i)``.
+
+GPU twin: ``ipmix_dali.fractal_gpu`` renders the same pixels with ``kernels/fractal.cu``, many
+fractals per launch. The host draws every parameter here (:func:`draw_system`,
+:func:`draw_colour`); the steps after it are written so that the kernels can repeat them bit
+for bit: float64 walks without FMA, integer hit counts, per-pixel colour sums in 2^-24 fixed
+point (order-independent, like GPU atomics), an exact bounding box, log1p from one table, and
+float32/float64 colour steps in a fixed order. Change both sides together (tests/test_fractal_twin.py).
 
 These IFS fractals are a different distribution from the papers' DeviantArt set: use them for
 demos and tests, and a real mixing set (``--mixing-set DIR``) for training runs you compare with
@@ -28,12 +38,15 @@ the papers.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
 from .mixing_set import MixingBank, bank_from_array
+from .ops.masks import uniform_from_hash
 
-__all__ = ["render_fractals", "render_fractal", "builtin_mixing_bank", "sample_ifs"]
+__all__ = ["render_fractals", "render_fractal", "builtin_mixing_bank", "sample_ifs",
+           "write_fractal_set"]
 
 WALKERS = 1000
 STEPS = 100
@@ -41,6 +54,9 @@ BURN_IN = 8
 MIN_COVERAGE = 0.02
 MAX_ATTEMPTS = 100
 _STREAM = 0x1F5  # separates these generators from the plan generators of rng.make_rng
+MAX_MAPS = 7
+MAX_COUNT = (STEPS - BURN_IN) * WALKERS  # the most hits one pixel can get
+COL_SCALE = 2.0 ** 24                    # fixed point of the per-pixel colour sums
 
 
 def _rotation(theta: float, reflect: bool) -> np.ndarray:
@@ -87,26 +103,56 @@ def sample_ifs(rng: np.random.Generator):
     return a, b
 
 
-def _chaos_game(a: np.ndarray, b: np.ndarray, rng: np.random.Generator):
-    """Point coordinates x, y (P,) and colour coordinates (P,) in [0, 1], or None if degenerate."""
+class IFSSystem(NamedTuple):
+    """One drawn system, in the form both renderers consume (padded to ``MAX_MAPS`` maps).
+
+    ``coef[k]`` holds map k's ``a00, a01, b0, a10, a11, b1`` and its colour term
+    ``0.5 k / (n - 1)``; ``cum`` the float64 cumulative map probabilities (padding 1.0).
+    """
+    n: int
+    cum: np.ndarray      # (MAX_MAPS,) float64
+    coef: np.ndarray     # (MAX_MAPS, 7) float64
+    start: np.ndarray    # (2,) float64, the fixed point of map 0
+    walk_seed: int       # uint32 seed of the map-choice hash
+
+
+def draw_system(rng: np.random.Generator) -> IFSSystem | None:
+    """One attempt's system from ``rng`` (maps, then the walk seed), or None if degenerate."""
+    a, b = sample_ifs(rng)
+    walk_seed = int(rng.integers(0, 1 << 32, dtype=np.uint32))
     n = a.shape[0]
     det = np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0])
     if not np.isfinite(det).all() or det.sum() <= 1e-12:
         return None
-    p = det / det.sum()
-    ks = np.searchsorted(np.cumsum(p), rng.random((STEPS, WALKERS)) * np.cumsum(p)[-1], side="right")
-    ks = np.minimum(ks, n - 1)
+    cum = np.ones(MAX_MAPS)
+    cum[:n] = np.cumsum(det / det.sum())
     try:
         start = np.linalg.solve(np.eye(2) - a[0], b[0])
     except np.linalg.LinAlgError:
         start = np.zeros(2)
     if not np.isfinite(start).all():
         start = np.zeros(2)
-    # One gather per step: columns a00, a01, b0, a10, a11, b1, colour of the map.
-    coef = np.stack([a[:, 0, 0], a[:, 0, 1], b[:, 0], a[:, 1, 0], a[:, 1, 1], b[:, 1],
-                     0.5 * np.arange(n) / max(n - 1, 1)], axis=0)          # (7, n)
-    x = np.full(WALKERS, start[0])
-    y = np.full(WALKERS, start[1])
+    coef = np.zeros((MAX_MAPS, 7))
+    coef[:n] = np.stack([a[:, 0, 0], a[:, 0, 1], b[:, 0], a[:, 1, 0], a[:, 1, 1], b[:, 1],
+                         0.5 * np.arange(n) / max(n - 1, 1)], axis=1)
+    return IFSSystem(n, cum, coef, np.asarray(start, np.float64), walk_seed)
+
+
+def chaos_game(system: IFSSystem):
+    """Kept walker positions x, y and colour coordinates, ((STEPS - BURN_IN) * WALKERS,) float64.
+
+    Walker w at step t picks the first map k with ``u < cum[k]`` (k at most n - 1), where
+    ``u = uniform_from_hash(walk_seed, t * WALKERS + w)``; then ``x, y = A x + b`` and
+    ``col = 0.5 col + colour_k``, all float64 without FMA: ``fractal.cu`` computes the same bits.
+    """
+    n = system.n
+    u = uniform_from_hash(np.uint32(system.walk_seed),
+                          np.arange(STEPS * WALKERS, dtype=np.uint32)).astype(np.float64)
+    ks = np.minimum(np.searchsorted(system.cum[:n], u, side="right"), n - 1)
+    ks = ks.reshape(STEPS, WALKERS)
+    coef = np.ascontiguousarray(system.coef[:n].T)                          # (7, n)
+    x = np.full(WALKERS, system.start[0])
+    y = np.full(WALKERS, system.start[1])
     col = np.full(WALKERS, 0.5)
     keep = STEPS - BURN_IN
     xs = np.empty((keep, WALKERS))
@@ -119,6 +165,50 @@ def _chaos_game(a: np.ndarray, b: np.ndarray, rng: np.random.Generator):
         if t >= BURN_IN:
             xs[t - BURN_IN], ys[t - BURN_IN], cs[t - BURN_IN] = x, y, col
     return xs.ravel(), ys.ravel(), cs.ravel()
+
+
+def bounds(xs: np.ndarray, ys: np.ndarray):
+    """((x0, x1, y0, y1) float64, bad): the exact bounding box and whether any point is not finite."""
+    bad = not (np.isfinite(xs).all() and np.isfinite(ys).all())
+    return np.array([xs.min(), xs.max(), ys.min(), ys.max()]), bad
+
+
+def raster_params(box, bad: bool, size: int):
+    """(x0, y0, scale, off_x, off_y) mapping points to pixels, or None for a degenerate box.
+
+    Shared by both renderers (the GPU path computes the box on the device, these on the host).
+    """
+    x0, x1, y0, y1 = (float(v) for v in box)
+    if bad or not np.isfinite([x0, x1, y0, y1]).all() or max(abs(x0), abs(x1), abs(y0), abs(y1)) > 1e6:
+        return None
+    extent = max(x1 - x0, y1 - y0)
+    if extent <= 1e-9:
+        return None
+    margin = 0.03 * size
+    inner = size - 1 - 2 * margin
+    scale = inner / extent
+    # Keep the aspect ratio and centre the shorter axis.
+    return (x0, y0, scale, margin + 0.5 * (inner - (x1 - x0) * scale),
+            margin + 0.5 * (inner - (y1 - y0) * scale))
+
+
+def accumulate(xs, ys, cols, params, size: int):
+    """Hit counts (size*size,) int64 and colour sums (size*size,) float64 holding exact integers.
+
+    Each point adds ``trunc(col * 2**24)`` to its pixel's sum: integers, so the GPU's atomics
+    (uint64) give the same sums in any order (and every partial sum stays below 2**53).
+    """
+    x0, y0, scale, off_x, off_y = params
+    cx = np.clip(np.rint((xs - x0) * scale + off_x), 0, size - 1)
+    cy = np.clip(np.rint((ys - y0) * scale + off_y), 0, size - 1)
+    flat = (cy * size + cx).astype(np.int64)  # row = y, column = x
+    counts = np.bincount(flat, minlength=size * size)
+    col_sum = np.bincount(flat, weights=np.trunc(cols * COL_SCALE), minlength=size * size)
+    return counts, col_sum
+
+
+def coverage_ok(hits: int, size: int) -> bool:
+    return int(hits) / (size * size) >= MIN_COVERAGE
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -135,105 +225,122 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.stack([r, g, bl], axis=-1)
 
 
+@functools.lru_cache(maxsize=64)
+def _noise_weights(size: int, g: int) -> np.ndarray:
+    """(size, g) linear-interpolation weights from a g-point grid to ``size`` samples."""
+    x = np.linspace(0.0, 1.0, size)
+    xg = x * (g - 1)
+    i0 = np.minimum(xg.astype(np.int64), g - 2)
+    fr = xg - i0
+    w = np.zeros((size, g))
+    w[np.arange(size), i0] = 1.0 - fr
+    w[np.arange(size), i0 + 1] = fr
+    w.flags.writeable = False
+    return w
+
+
 def _value_noise(size: int, rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
     """Smooth multi-octave value noise in [0, 1], (size, size) float64."""
     out = np.zeros((size, size))
-    amp, total = 1.0, 0.0
-    x = np.linspace(0.0, 1.0, size)
-    rows = np.arange(size)
+    amp = 1.0
     for o in range(octaves):
         g = 2 ** (o + 1) + 1
         grid = rng.random((g, g))
-        # Separable linear interpolation: W (size, g) @ grid @ W.T
-        xg = x * (g - 1)
-        i0 = np.minimum(xg.astype(np.int64), g - 2)
-        fr = xg - i0
-        w = np.zeros((size, g))
-        w[rows, i0] = 1.0 - fr
-        w[rows, i0 + 1] = fr
+        w = _noise_weights(size, g)  # separable linear interpolation: W @ grid @ W.T
         out += amp * (w @ grid @ w.T)
-        total += amp
         amp *= 0.5
     lo, hi = out.min(), out.max()
     return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size, size, 3) float32 in [0, 1]: a dark plain colour or a smooth dark noise."""
+def background_side(size: int) -> int:
+    """Side of the low-resolution background (it is smooth) that is upsampled to ``size``."""
+    return min(size, 64)
+
+
+def _background_low(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(low, low, 3) float32 in [0, 1]: a dark plain colour or a smooth dark noise."""
+    low = background_side(size)
     if rng.random() < 0.5:
         rgb = _hsv_to_rgb(np.array(rng.random()), np.array(0.5), np.array(rng.uniform(0.0, 0.12)))
-        return np.broadcast_to(rgb.astype(np.float32), (size, size, 3))
-    # Noise drawn at a low resolution (it is smooth) and upsampled bilinearly.
-    low = min(size, 64)
+        return np.ascontiguousarray(np.broadcast_to(rgb.astype(np.float32), (low, low, 3)))
     n1, n2 = _value_noise(low, rng), _value_noise(low, rng)
-    rgb = _hsv_to_rgb(rng.random() + 0.25 * n1, np.full_like(n1, rng.uniform(0.2, 0.7)),
-                      0.05 + 0.35 * n2).astype(np.float32)
-    if low == size:
-        return rgb
+    return _hsv_to_rgb(rng.random() + 0.25 * n1, np.full_like(n1, rng.uniform(0.2, 0.7)),
+                       0.05 + 0.35 * n2).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def upsample_tables(size: int, low: int):
+    """Bilinear weights from ``low`` to ``size`` samples: i0 (size,) int32, w0, w1 (size,) float32."""
     x = np.linspace(0.0, low - 1.0, size)
     i0 = np.minimum(x.astype(np.int64), low - 2)
-    fr = (x - i0).astype(np.float32)
-    w = np.zeros((size, low), np.float32)
-    w[np.arange(size), i0] = 1.0 - fr
-    w[np.arange(size), i0 + 1] = fr
-    return np.stack([w @ rgb[:, :, c] @ w.T for c in range(3)], axis=-1)
+    w1 = (x - i0).astype(np.float32)
+    w0 = np.float32(1.0) - w1
+    tables = (i0.astype(np.int32), w0, w1)
+    for arr in tables:
+        arr.flags.writeable = False
+    return tables
 
 
-def _rasterise(xs: np.ndarray, ys: np.ndarray, cols: np.ndarray, size: int):
-    """Hit counts and mean colour coordinate per pixel, (size, size) each, or None if degenerate."""
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    if not np.isfinite([x0, x1, y0, y1]).all() or max(abs(x0), abs(x1), abs(y0), abs(y1)) > 1e6:
-        return None
-    extent = max(x1 - x0, y1 - y0)
-    if extent <= 1e-9:
-        return None
-    margin = 0.03 * size
-    inner = size - 1 - 2 * margin
-    scale = inner / extent
-    # Keep the aspect ratio and centre the shorter axis.
-    cx = np.clip(np.rint((xs - x0) * scale + (margin + 0.5 * (inner - (x1 - x0) * scale))), 0, size - 1)
-    cy = np.clip(np.rint((ys - y0) * scale + (margin + 0.5 * (inner - (y1 - y0) * scale))), 0, size - 1)
-    flat = (cy * size + cx).astype(np.int64)  # row = y, column = x
-    counts = np.bincount(flat, minlength=size * size).astype(np.float64)
-    col_sum = np.bincount(flat, weights=cols, minlength=size * size)
-    mean_col = np.divide(col_sum, counts, out=np.zeros_like(col_sum), where=counts > 0)
-    return counts.reshape(size, size), mean_col.reshape(size, size)
+def upsample(low_rgb: np.ndarray, size: int) -> np.ndarray:
+    """(low, low, 3) float32 -> (size, size, 3) float32: rows first, then columns, float32 steps
+    in the order ``fractal_colour`` uses (``w0 * a + w1 * b``)."""
+    i0, w0, w1 = upsample_tables(size, low_rgb.shape[0])
+    rows = w0[:, None, None] * low_rgb[i0] + w1[:, None, None] * low_rgb[i0 + 1]   # (size, low, 3)
+    return w0[None, :, None] * rows[:, i0] + w1[None, :, None] * rows[:, i0 + 1]
+
+
+@functools.lru_cache(maxsize=1)
+def log1p_table() -> np.ndarray:
+    """log1p(0..MAX_COUNT) float64: the density of a count, one table for both renderers."""
+    table = np.log1p(np.arange(MAX_COUNT + 1, dtype=np.float64))
+    table.flags.writeable = False
+    return table
+
+
+def draw_colour(rng: np.random.Generator, size: int):
+    """(base_hue, hue_span, saturation) and the (low, low, 3) float32 background, from ``rng``."""
+    base_hue = rng.random()
+    hue_span = rng.uniform(0.15, 0.6)
+    saturation = rng.uniform(0.3, 1.0)
+    return (float(base_hue), float(hue_span), float(saturation)), _background_low(size, rng)
+
+
+def colourise(counts, col_sum, colour, bg_low, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 from the accumulation (the NumPy twin of ``fractal_colour``)."""
+    base_hue, hue_span, saturation = colour
+    hit_idx = np.flatnonzero(counts)
+    cnt = counts[hit_idx]
+    table = log1p_table()
+    density = table[cnt] / table[counts.max()]
+    mean_col = (col_sum[hit_idx] / cnt.astype(np.float64)) * (1.0 / COL_SCALE)
+    fractal = _hsv_to_rgb(base_hue + hue_span * mean_col, saturation, 0.5 + 0.5 * density)
+    out = upsample(bg_low, size).reshape(-1, 3)
+    alpha = (0.6 + 0.4 * density)[:, None]
+    out[hit_idx] = alpha * fractal + (1.0 - alpha) * out[hit_idx]   # float64, rounded to float32
+    out = np.rint(out * np.float32(255.0))
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8).reshape(size, size, 3)
 
 
 def render_fractal(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     """One (size, size, 3) uint8 fractal; systems are re-drawn from ``rng`` until non-degenerate."""
     for _ in range(MAX_ATTEMPTS):
-        a, b = sample_ifs(rng)
-        game = _chaos_game(a, b, rng)
-        if game is None:
+        system = draw_system(rng)
+        if system is None:
             continue
-        raster = _rasterise(*game, size)
-        if raster is None:
+        xs, ys, cols = chaos_game(system)
+        params = raster_params(*bounds(xs, ys), size)
+        if params is None:
             continue
-        counts, mean_col = raster
-        hit = counts > 0
-        if hit.mean() < MIN_COVERAGE:
+        counts, col_sum = accumulate(xs, ys, cols, params, size)
+        if not coverage_ok(np.count_nonzero(counts), size):
             continue
         break
     else:  # pragma: no cover - practically unreachable
         raise RuntimeError("could not draw a non-degenerate fractal")
-
-    # Colour only the hit pixels; everything else is background.
-    flat_counts = counts.ravel()
-    hit_idx = np.flatnonzero(flat_counts)
-    density = np.log1p(flat_counts[hit_idx]) / np.log1p(flat_counts.max())
-    base_hue = rng.random()
-    hue_span = rng.uniform(0.15, 0.6)
-    saturation = rng.uniform(0.3, 1.0)
-    fractal = _hsv_to_rgb(base_hue + hue_span * mean_col.ravel()[hit_idx],
-                          np.full_like(density, saturation), 0.5 + 0.5 * density)
-    background = _background(size, rng)
-    out = np.array(background, dtype=np.float32).reshape(-1, 3)
-    alpha = (0.6 + 0.4 * density)[:, None]
-    out[hit_idx] = alpha * fractal + (1.0 - alpha) * out[hit_idx]
-    out = np.rint(out * 255.0)
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8).reshape(size, size, 3)
+    colour, bg_low = draw_colour(rng, size)
+    return colourise(counts, col_sum, colour, bg_low, size)
 
 
 def _fractal_rng(seed: int, index: int) -> np.random.Generator:
@@ -269,12 +376,13 @@ def builtin_mixing_bank(count: int = 16, side: int = 256, seed: int = 0) -> Mixi
 
 
 def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: str = "png",
-                      progress: bool = False, chunk: int = 32):
+                      progress: bool = False, chunk: int | None = None, device: str = "cpu"):
     """Write fractals 0..count-1 of ``seed`` as ``fractal_<seed>_<index>.<fmt>`` files.
 
-    Image i depends only on (seed, i), so an interrupted run resumes: files already present are
-    kept and not rendered again. Each file is written to a temporary name and renamed.
-    Returns (written, kept).
+    ``device="gpu"`` renders each chunk with :func:`ipmix_dali.fractal_gpu.render_fractals_gpu`
+    (the same pixels, many fractals per kernel launch). Image i depends only on (seed, i), so an
+    interrupted run resumes: files already present are kept and not rendered again. Each file is
+    written to a temporary name and renamed. Returns (written, kept).
     """
     import os
     import sys
@@ -283,13 +391,25 @@ def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: 
 
     if count < 1 or size < 8:
         raise ValueError(f"need count >= 1 and size >= 8, got count={count} size={size}")
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device == "gpu":
+        from .fractal_gpu import default_chunk, render_fractals_gpu, require_gpu
+
+        require_gpu()
+        chunk = chunk or default_chunk(size)
+    chunk = chunk or 32
     os.makedirs(out_dir, exist_ok=True)
     names = [os.path.join(out_dir, f"fractal_{seed}_{i:06d}.{fmt}") for i in range(count)]
     todo = [i for i, name in enumerate(names) if not os.path.exists(name)]
     for start in range(0, len(todo), chunk):
         batch = todo[start:start + chunk]
-        for i in batch:
-            img = Image.fromarray(render_fractal(_fractal_rng(seed, i), size))
+        if device == "gpu":
+            images = render_fractals_gpu(len(batch), size, seed, indices=batch)
+        else:
+            images = (render_fractal(_fractal_rng(seed, i), size) for i in batch)
+        for i, image in zip(batch, images):
+            img = Image.fromarray(image)
             tmp = names[i] + ".tmp"
             img.save(tmp, format="PNG" if fmt == "png" else "JPEG", quality=95)
             os.replace(tmp, names[i])

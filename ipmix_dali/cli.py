@@ -108,10 +108,11 @@ def _run_make_mixing_set(args) -> int:
     from .builtin_mixing import write_fractal_set
 
     if args.device == "gpu":
-        raise ValueError("the GPU fractal renderer is not built yet: use --device cpu "
-                         "(the NumPy renderer, ~15 ms per 256 px fractal per core)")
+        from .fractal_gpu import require_gpu
+
+        require_gpu()  # ValueError: "no CUDA GPU available for --device gpu: use --device cpu"
     written, kept = write_fractal_set(args.out, args.count, args.size, args.seed, args.format,
-                                      progress=True)
+                                      progress=True, device=args.device)
     print(f"wrote {written} fractals to {args.out} ({kept} already there)")
     return 0
 
