@@ -46,3 +46,41 @@ def sample_photos(n: int, size: int = 224, seed: int = 0, min_scale: float = 0.0
         arr = np.asarray(crop)
         out[i] = arr[:, ::-1] if rng.random() < 0.5 else arr
     return out
+
+
+def photo_like_image(rng: np.random.Generator, width: int = 500, height: int = 375) -> np.ndarray:
+    """One natural-looking (height, width, 3) uint8 picture: a random crop of a shipped photograph
+    (scale 0.2-1 of its area, random aspect), resized, flipped with p = 0.5, with a per-channel
+    gain and a brightness shift, so that every picture is different but photographic."""
+    photo = shipped_photographs()[int(rng.integers(2))]
+    h, w = photo.shape[:2]
+    ch = int(h * np.sqrt(rng.uniform(0.2, 1.0)))
+    cw = min(w, int(ch * width / height * rng.uniform(0.8, 1.25)))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    img = Image.fromarray(photo[top:top + ch, left:left + cw]).resize((width, height),
+                                                                       Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32)
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    arr = arr * rng.uniform(0.8, 1.2, size=3).astype(np.float32) + np.float32(rng.uniform(-20, 20))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def write_jpeg_tree(root, classes: int = 4, per_class: int = 8, size=(500, 375), seed: int = 0,
+                    quality: int = 90) -> str:
+    """An ImageFolder tree of ImageNet-like JPEGs (``root/n0000000c/img_XXXX.JPEG``, about
+    500x375, q90 like ImageNet's), deterministic per seed; files already there are kept."""
+    import os
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = os.path.join(str(root), f"n{c:08d}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            picture = photo_like_image(rng, *size)  # drawn even when kept: same tree per seed
+            path = os.path.join(folder, f"img_{i:04d}.JPEG")
+            if not os.path.exists(path):
+                tmp = path + ".tmp"
+                Image.fromarray(picture).save(tmp, format="JPEG", quality=quality)
+                os.replace(tmp, path)
+    return str(root)

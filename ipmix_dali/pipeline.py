@@ -1,0 +1,296 @@
+"""DALI pipelines: read, decode, crop and flip in DALI; the augmentation as one batched stage.
+
+Training (:func:`train_pipeline`)::
+
+    readers.file (sharded, reshuffled every epoch, padded to whole batches, name="Reader")
+      -> decoders.image_random_crop (device "mixed" = nvJPEG / hardware decoder, or "cpu";
+         scale 0.08-1, ratio 3/4-4/3)  -> resize to image_size  -> random horizontal flip
+      -> AugmentStage: sample the plan of (seed, shard, epoch, iteration), crop the mixing
+         pictures, run the executor on the whole batch, normalise, cast, lay out
+      -> (clean, view 1, view 2) with JSD, else one view; labels
+
+The stage is a ``fn.python_function`` with ``batch_processing=True``: NumPy executor on the CPU,
+CuPy executor on the GPU (CuPy arrays on DALI's stream). It keeps no random state: the plan of
+the b-th batch a pipeline produces is drawn from ``make_rng(seed, shard, b // iters, b % iters)``
+(``iters`` = batches per epoch per shard; ``pad_last_batch`` makes epochs end on a batch
+boundary), so a pipeline rebuilt from a DALI checkpoint with ``start_batch`` = batches already
+consumed continues with exactly the same plans. DALI's own random choices (crop, flip, the
+mixing reader's order) are restored from the checkpoint.
+
+Mixing pictures come from a :class:`~ipmix_dali.mixing_set.MixingBank` cropped per plan (host
+memory-mapped for the CPU stage, copied once to GPU memory for the GPU stage), or, for a set
+larger than ``mixing_memory_budget``, from a second reader (``name="Mix"``, not sharded, its own
+shuffle; ``Resize(side)`` + a random ``image_size`` crop like the reference's RandomCrop), whose
+pictures then replace the plan's index and crop.
+
+Validation (:func:`val_pipeline`): shorter side ``resize`` (256), centre crop ``crop`` (224),
+normalise, in DALI.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .datasets import FileList
+from .plans import sample_plan
+from .rng import make_rng
+
+__all__ = ["AugmentStage", "train_pipeline", "val_pipeline", "iters_per_epoch",
+           "dali_seed", "OUTPUT_DTYPES", "LAYOUTS"]
+
+OUTPUT_DTYPES = ("float32", "float16")
+LAYOUTS = ("NCHW", "NHWC")
+DEFAULT_MIXING_MEMORY_BUDGET = 8 << 30  # bytes of pre-resized mixing pictures kept in memory
+
+
+def iters_per_epoch(num_files: int, batch_size: int, num_shards: int = 1) -> int:
+    """Batches per epoch of every shard: DALI's shards are [floor(i N / S), floor((i+1) N / S)),
+    and ``pad_last_batch`` pads each to the batch count of the largest."""
+    largest = max(((i + 1) * num_files) // num_shards - (i * num_files) // num_shards
+                  for i in range(num_shards))
+    return max(1, math.ceil(largest / batch_size))
+
+
+def dali_seed(seed: int, shard_id: int) -> int:
+    """The DALI pipeline seed of a shard (crop, flip, mixing reader): distinct per rank."""
+    return (int(seed) * 1_000_003 + int(shard_id) * 7_919 + 12) % (1 << 31)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+class AugmentStage:
+    """The augmentation of a whole batch, called by DALI once per batch, in batch order.
+
+    Args:
+        config: an augmentation config (:func:`ipmix_dali.config.make_config`).
+        bank: mixing pictures (a MixingBank), or None (methods that do not mix, or reader mode).
+        executor: the executor (``apply(images, pictures, plan)``).
+        seed, shard_id, iters: plan key parts; ``iters`` = batches per epoch of this shard.
+        dtype, layout: output element type and layout.
+        start_batch: batches this pipeline's predecessors already produced (resume).
+        device: "cpu" (NumPy arrays) or "gpu" (CuPy arrays).
+        emit_input: also return the uint8 crops the augmentation saw (tests, `show`).
+    """
+
+    def __init__(self, config, bank, executor, seed: int, shard_id: int, iters: int,
+                 dtype: str = "float32", layout: str = "NCHW", start_batch: int = 0,
+                 device: str = "cpu", emit_input: bool = False):
+        _check_choice("dtype", dtype, OUTPUT_DTYPES)
+        _check_choice("layout", layout, LAYOUTS)
+        self.config = config
+        self.executor = executor
+        self.seed, self.shard_id, self.iters = int(seed), int(shard_id), int(iters)
+        self.dtype, self.layout = dtype, layout
+        self.batches = int(start_batch)
+        self.device = device
+        self.emit_input = emit_input
+        self.bank = bank
+        self._bank_images = None
+        if bank is not None and device == "gpu":
+            import cupy
+
+            self._bank_images = cupy.asarray(np.asarray(bank.images))  # resident on the GPU
+
+    @property
+    def mixes(self) -> bool:
+        return self.config.method in ("pixmix", "ipmix", "layermix")
+
+    def plan_key(self, batch: int):
+        """(seed, shard, epoch, iteration) of the pipeline's ``batch``-th batch."""
+        epoch, iteration = divmod(int(batch), self.iters)
+        return self.seed, self.shard_id, epoch, iteration
+
+    def plan(self, batch: int, n: int):
+        if self.bank is not None:
+            size, side = len(self.bank), self.bank.side
+        else:  # reader mode (the pictures arrive cropped) or no mixing
+            size, side = (1, self.config.image_size) if self.mixes else (0, 0)
+        return sample_plan(self.config, n, make_rng(*self.plan_key(batch)), size, side)
+
+    def _crops(self, plan, xp):
+        if self._bank_images is None:
+            return xp.asarray(self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left,
+                                              self.config.image_size))
+        s = self.config.image_size
+        rows = xp.arange(s)
+        idx = xp.asarray(plan.mix_index)[:, None, None]
+        top = xp.asarray(plan.mix_top)[:, None, None] + rows[None, :, None]
+        left = xp.asarray(plan.mix_left)[:, None, None] + rows[None, None, :]
+        return self._bank_images[idx, top, left]
+
+    def __call__(self, images, pictures=None):
+        if self.device == "gpu":
+            import cupy as xp
+        else:
+            xp = np
+        x = xp.stack(images)
+        batch = self.batches
+        self.batches += 1
+        plan = self.plan(batch, x.shape[0])
+        if not self.mixes:
+            pics = None
+        elif pictures is not None:
+            pics = xp.stack(pictures)
+        else:
+            pics = self._crops(plan, xp)
+        views = self.executor.apply(x, pics, plan)  # (V, N, H, W, 3) float32, normalised
+        outs = list(views)
+        if self.config.jsd:
+            from .executors.float_ops import normalize_u8
+
+            clean = normalize_u8(x, self.config.mean, self.config.std) if xp is np else (
+                (x.astype(xp.float32) / xp.float32(255.0) - xp.asarray(self.config.mean, xp.float32))
+                / xp.asarray(self.config.std, xp.float32))
+            outs = [clean] + outs
+        if self.layout == "NCHW":
+            outs = [o.transpose(0, 3, 1, 2) for o in outs]
+        dtype = xp.float16 if self.dtype == "float16" else xp.float32
+        result = [[xp.ascontiguousarray(o[i], dtype=dtype) for i in range(o.shape[0])]
+                  for o in outs]
+        if self.emit_input:
+            result.append(list(images))
+        return tuple(result) if len(result) > 1 else result[0]
+
+
+def _dali():
+    try:
+        from nvidia.dali import fn, pipeline_def, types
+    except ImportError as exc:  # pragma: no cover - DALI is a dependency
+        raise ImportError("NVIDIA DALI is needed for pipelines: pip install nvidia-dali-cuda120") from exc
+    return fn, pipeline_def, types
+
+
+def _device_args(device: str, device_id):
+    _check_choice("device", device, ("cpu", "gpu"))
+    if device == "cpu":
+        return None
+    return 0 if device_id is None else int(device_id)
+
+
+def _reader(fn, files: FileList, shard_id, num_shards, training, name="Reader"):
+    return fn.readers.file(files=list(files.files), labels=list(files.labels),
+                           shard_id=shard_id, num_shards=num_shards,
+                           shuffle_after_epoch=training, pad_last_batch=True, name=name)
+
+
+def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixing_files=None,
+                   mixing_side: int = 256, device: str = "cpu", device_id: Optional[int] = None,
+                   num_threads: int = 2, shard_id: int = 0, num_shards: int = 1, seed: int = 0,
+                   scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
+                   flip: bool = True, dtype: str = "float32", layout: str = "NCHW",
+                   executor=None, start_batch: int = 0, checkpoint: Optional[str] = None,
+                   emit_input: bool = False, prefetch_queue_depth: int = 2):
+    """The training pipeline (see the module docstring); returns ``(pipeline, stage)``.
+
+    Args:
+        files: the training set (:func:`ipmix_dali.datasets.scan_image_folder`).
+        config: the augmentation config; ``config.image_size`` is the crop side.
+        bank: mixing pictures as a bank, or
+        mixing_files: a :class:`FileList` of mixing pictures read by a second reader instead
+            (use :func:`choose_mixing_source` to decide by memory budget).
+        mixing_side: reader mode: shorter side the pictures are resized to before the crop.
+        device: "gpu" (mixed decode, CuPy stage; needs the CuPy executor) or "cpu".
+        executor: overrides the stage's executor (default: numpy on CPU, cupy on GPU).
+        start_batch, checkpoint: resume (batches already consumed, DALI checkpoint string).
+        emit_input: also output the uint8 crops the stage received (output name "input").
+
+    Outputs, in order: the views ("clean", "view1", "view2" with JSD, else "data"), "label",
+    then "input" if ``emit_input``.
+    """
+    fn, pipeline_def, types = _dali()
+    dev = _device_args(device, device_id)
+    mixes = config.method in ("pixmix", "ipmix", "layermix")
+    if mixes and bank is None and mixing_files is None:
+        raise ValueError(f"{config.method} needs mixing pictures: pass --mixing-set DIR (a folder "
+                         f"of images) or create one with `ipmix-dali make-mixing-set`")
+    if executor is None:
+        from .executors import get_executor
+
+        executor = get_executor("cupy" if device == "gpu" else "numpy")
+    iters = iters_per_epoch(len(files), batch_size, num_shards)
+    stage = AugmentStage(config, bank if mixes and mixing_files is None else None, executor, seed,
+                         shard_id, iters, dtype, layout, start_batch, device, emit_input)
+    size = config.image_size
+    use_reader = mixes and mixing_files is not None
+    num_outputs = (3 if config.jsd else 1) + (1 if emit_input else 0)
+
+    def graph():
+        jpegs, labels = _reader(fn, files, shard_id, num_shards, training=True)
+        images = fn.decoders.image_random_crop(
+            jpegs, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
+            random_area=list(scale), random_aspect_ratio=list(ratio), num_attempts=10)
+        images = fn.resize(images, resize_x=size, resize_y=size)
+        if flip:
+            images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+        inputs = [images]
+        if use_reader:
+            pics, _ = fn.readers.file(files=list(mixing_files.files), random_shuffle=True,
+                                      name="Mix")
+            pics = fn.decoders.image(pics, device="mixed" if device == "gpu" else "cpu",
+                                     output_type=types.RGB)
+            pics = fn.resize(pics, resize_shorter=mixing_side)
+            pics = fn.crop(pics, crop=(size, size),
+                           crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
+                           crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
+            inputs.append(pics)
+        outs = fn.python_function(*inputs, function=stage, batch_processing=True,
+                                  num_outputs=num_outputs, device=device)
+        outs = list(outs) if num_outputs > 1 else [outs]
+        if emit_input:
+            return (*outs[:-1], labels, outs[-1])
+        return (*outs, labels)
+
+    pipe = pipeline_def(graph, enable_checkpointing=True)(
+        batch_size=batch_size, num_threads=num_threads, device_id=dev,
+        seed=dali_seed(seed, shard_id), checkpoint=checkpoint,
+        prefetch_queue_depth=prefetch_queue_depth)
+    return pipe, stage
+
+
+def train_output_names(config, emit_input: bool = False):
+    names = ["clean", "view1", "view2"] if config.jsd else ["data"]
+    return names + ["label"] + (["input"] if emit_input else [])
+
+
+def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_BUDGET):
+    """("bank", MixingBank) for a mixing set whose pre-resized pictures fit in ``budget`` bytes,
+    else ("reader", FileList) for the second-reader path."""
+    from .mixing_set import list_candidate_files, load_mixing_bank
+    from pathlib import Path
+
+    folder_p = Path(folder).expanduser().resolve()
+    rels = list_candidate_files(folder_p) if folder_p.is_dir() else []
+    if rels and len(rels) * side * side * 3 > budget:
+        files = [str(folder_p / r) for r in rels]
+        return "reader", FileList(files, [0] * len(files), ["mixing"], source=str(folder_p))
+    return "bank", load_mixing_bank(folder, side=side, progress=True)
+
+
+def val_pipeline(files: FileList, *, batch_size: int, resize: int = 256, crop: int = 224,
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), device: str = "cpu",
+                 device_id: Optional[int] = None, num_threads: int = 2, shard_id: int = 0,
+                 num_shards: int = 1, dtype: str = "float32", layout: str = "NCHW"):
+    """Validation: shorter side ``resize``, centre crop ``crop``, normalise; outputs data, label."""
+    fn, pipeline_def, types = _dali()
+    dev = _device_args(device, device_id)
+    _check_choice("dtype", dtype, OUTPUT_DTYPES)
+    _check_choice("layout", layout, LAYOUTS)
+
+    def graph():
+        jpegs, labels = _reader(fn, files, shard_id, num_shards, training=False)
+        images = fn.decoders.image(jpegs, device="mixed" if device == "gpu" else "cpu",
+                                   output_type=types.RGB)
+        images = fn.resize(images, resize_shorter=resize)
+        images = fn.crop_mirror_normalize(
+            images, crop=(crop, crop), mean=[255 * m for m in mean], std=[255 * s for s in std],
+            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
+            output_layout="CHW" if layout == "NCHW" else "HWC")
+        return images, labels
+
+    return pipeline_def(graph)(batch_size=batch_size, num_threads=num_threads, device_id=dev,
+                               seed=12)
