@@ -6,7 +6,6 @@ set. Each timing is the median of ``repeats`` runs after one warm-up run, on one
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -15,6 +14,7 @@ import time
 
 import numpy as np
 
+from .atomic import write_json
 from .config import make_config
 from .executors import get_executor
 from .plans import sample_plan
@@ -95,11 +95,5 @@ def run_executor_bench(methods, preset="imagenet", batch=32, repeats=3, jsd=Fals
         "machine": machine_info(), "rows": rows, "table": "\n".join(lines),
     }
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        write_json(out, result)
     return result

@@ -8,13 +8,12 @@ device, driver and library versions.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import numpy as np
 
 from .bench_executors import machine_info
+from .atomic import write_json
 from .config import make_config
 from .plans import sample_plan
 from .rng import make_rng
@@ -101,11 +100,5 @@ def run_gpu_bench(methods=("none", "augmix", "pixmix", "ipmix"), batch=256, size
               "machine": machine_info(), "rows": rows, "fractals": fractal,
               "table": "\n".join(lines)}
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        write_json(out, result)
     return result
