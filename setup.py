@@ -1,4 +1,4 @@
-"""ipmix-dali: IPMix, PixMix, LayerMix and AugMix as plan-driven batch executors (CPU now, GPU/DALI next)."""
+"""ipmix-dali: IPMix, PixMix, LayerMix and AugMix as plan-driven batch executors inside DALI pipelines."""
 from setuptools import setup
 
 setup(
@@ -33,11 +33,14 @@ setup(
         # the trainer. The registry's build runs on CPU as well.
         "torch>=2.1",
         "torchvision>=0.16",
+        # Reading, decoding (nvJPEG on GPU, libjpeg-turbo on CPU), cropping and sharding; its CPU
+        # pipelines (device_id=None) run without a GPU.
+        "nvidia-dali-cuda120>=2.4",
     ],
     extras_require={
         # NVRTC compiles every kernels/*.cu in CI without a GPU.
         "test": ["pytest>=7", "nvidia-cuda-nvrtc-cu12"],
-        # The GPU executor. (DALI, nvidia-dali-cuda120, arrives with the pipeline issue.)
+        # The GPU executor.
         "gpu": ["cupy-cuda12x"],
     },
     entry_points={"console_scripts": ["ipmix-dali=ipmix_dali.cli:main"]},

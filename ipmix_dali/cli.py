@@ -1,8 +1,9 @@
 """``ipmix-dali`` command line: thin parsers that call library code.
 
 Subcommands so far: ``show`` (a grid of augmented views to look at), ``bench-executors`` (ms per
-image of the reference and NumPy executors) and ``make-mixing-set`` (IFS fractals as files). ``train``, ``demo``, ``bench`` (DALI), ``eval``
-and ``make-mixing-set`` arrive with their issues.
+image of the reference and NumPy executors), ``bench-gpu`` (CuPy executor), ``bench`` (the whole
+input pipeline: reference DataLoader vs DALI) and ``make-mixing-set`` (IFS fractals as files).
+``train``, ``demo`` and ``eval`` arrive with their issues.
 """
 from __future__ import annotations
 
@@ -92,6 +93,46 @@ def _run_bench_gpu(args) -> int:
     return 0
 
 
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="input-pipeline throughput: reference DataLoader vs DALI "
+                                     "CPU/GPU, per method (JSON + PNG chart)")
+    p.add_argument("--backends", default=None,
+                   help="comma list of reference, dali-cpu, dali-gpu (default: all three; "
+                        "dali-gpu rows say 'unavailable' without a GPU)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--jsd", action="store_true", help="clean + two augmented views per sample")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batches", type=int, default=8,
+                   help="timed batches per row (reference: at least 2 per worker)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--data", default=None,
+                   help="ImageFolder tree (default: generated ImageNet-like 500x375 JPEGs)")
+    p.add_argument("--images", type=int, default=128, help="generated JPEGs (without --data)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="reference DataLoader workers (default: every core)")
+    p.add_argument("--threads", type=int, default=None, help="DALI threads (default: every core)")
+    p.add_argument("--mixing-set", default=None, help="mixing pictures (default: built-in fractals)")
+    p.add_argument("--out", default="bench/results/bench_cpu.json")
+    p.add_argument("--chart", default=None, help="PNG chart (default: next to --out)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench import BACKENDS, run_bench
+
+    backends = BACKENDS if args.backends is None else [b.strip() for b in args.backends.split(",")]
+    result = run_bench(backends, [m.strip() for m in args.methods.split(",")], jsd=args.jsd,
+                       batch_size=args.batch_size, batches=args.batches, warmup=args.warmup,
+                       data=args.data, images=args.images, workers=args.workers,
+                       threads=args.threads, mixing_set=args.mixing_set, out=args.out,
+                       chart=args.chart)
+    print(result["table"])
+    for name, value in result["ratios"].items():
+        print(f"{name}: {value}")
+    print(f"wrote {args.out} and {result.get('chart')}")
+    return 0
+
+
 def _add_make_mixing_set(sub):
     p = sub.add_parser("make-mixing-set",
                        help="render IFS fractals (chaos game, sigma-factor maps) as image files")
@@ -126,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_executors(sub)
     _add_make_mixing_set(sub)
     _add_bench_gpu(sub)
+    _add_bench(sub)
     return parser
 
 

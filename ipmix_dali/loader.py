@@ -18,8 +18,6 @@ import logging
 import re
 from typing import Callable, Optional
 
-import numpy as np
-
 from .datasets import FileList
 from .pipeline import iters_per_epoch, train_output_names, train_pipeline, val_pipeline
 

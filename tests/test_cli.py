@@ -124,3 +124,31 @@ def test_bench_gpu_without_gpu_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no usable CUDA GPU" in err and "\n" not in err
     assert not (tmp_path / "g.json").exists()
+
+
+def test_bench_rows_json_and_chart(tmp_path, capsys):
+    """`ipmix-dali bench` on a small generated tree: a row per (backend, method), JSON + PNG."""
+    from ipmix_dali.samples import write_jpeg_tree
+
+    data = write_jpeg_tree(tmp_path / "data", classes=2, per_class=8, size=(200, 150), seed=3)
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--methods", "none,ipmix", "--backends", "reference,dali-cpu,dali-gpu",
+               "--batch-size", "4", "--batches", "4", "--workers", "1", "--threads", "1",
+               "--data", data, "--jsd", "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    rows = {(r["backend"], r["method"]): r for r in result["rows"]}
+    assert set(rows) == {(b, m) for b in ("reference", "dali-cpu", "dali-gpu")
+                         for m in ("none", "ipmix")}
+    for b in ("reference", "dali-cpu"):
+        r = rows[(b, "ipmix")]
+        assert r["jsd"] is True and r["samples"] % 4 == 0 and r["samples"] > 0
+        assert r["images_per_s"] == pytest.approx(3 * r["samples_per_s"], rel=1e-3)
+        assert 0 < r["cpu_cores_used"] < 8 and r["peak_host_rss_mib"] > 50
+    assert rows[("reference", "none")]["jsd"] is False  # nothing to make views of
+    assert "no CUDA GPU" in rows[("dali-gpu", "ipmix")]["error"]
+    assert "dali-cpu/reference ipmix per core" in result["ratios"]
+    assert result["machine"]["versions"]["nvidia.dali"]
+    chart = Image.open(result["chart"])
+    assert chart.format == "PNG" and chart.size[0] > 300
+    assert "samples/s" in capsys.readouterr().out
