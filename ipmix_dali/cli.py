@@ -3,7 +3,8 @@
 Subcommands so far: ``show`` (a grid of augmented views to look at), ``bench-executors`` (ms per
 image of the reference and NumPy executors), ``bench-gpu`` (CuPy executor), ``bench`` (the whole
 input pipeline: reference DataLoader vs DALI) and ``make-mixing-set`` (IFS fractals as files).
-``train``, ``demo`` and ``eval`` arrive with their issues.
+``train`` (the trainer; ``python -m ipmix_dali.train`` takes the same flags). ``demo`` and
+``eval`` arrive with their issues.
 """
 from __future__ import annotations
 
@@ -133,6 +134,26 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _add_train(sub):
+    from .train.engine import add_train_arguments
+
+    p = sub.add_parser("train", help="train a torchvision model on the DALI pipeline "
+                                     "(ImageFolder train/ and val/ under --data)")
+    add_train_arguments(p)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .train.engine import config_from_args, train
+
+    cfg = config_from_args(args)
+    if not cfg.data:
+        raise ValueError("--data DIR is required (a folder with ImageFolder train/ and val/)")
+    summary = train(cfg)
+    print(f"summary: {summary}")
+    return 0
+
+
 def _add_make_mixing_set(sub):
     p = sub.add_parser("make-mixing-set",
                        help="render IFS fractals (chaos game, sigma-factor maps) as image files")
@@ -168,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make_mixing_set(sub)
     _add_bench_gpu(sub)
     _add_bench(sub)
+    _add_train(sub)
     return parser
 
 

@@ -1,0 +1,114 @@
+"""The trainer: JSD loss and schedule values, and a run killed with SIGKILL that resumes exactly."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("nvidia.dali")
+
+from ipmix_dali.train.losses import jsd_loss  # noqa: E402
+from ipmix_dali.train.schedule import warmup_cosine  # noqa: E402
+
+
+def test_jsd_loss_matches_the_formula():
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(5, 7, generator=g) for _ in range(3)]
+    y = torch.tensor([0, 3, 6, 2, 2])
+    p = [torch.softmax(x.double(), 1) for x in logits]
+    m = ((p[0] + p[1] + p[2]) / 3).clamp(1e-7, 1)
+    kl = sum((pi * (pi.log() - m.log())).sum() / 5 for pi in p) / 3
+    ce = -torch.log_softmax(logits[0].double(), 1)[torch.arange(5), y].mean()
+    want = float(ce + 12 * kl)
+    assert float(jsd_loss(*logits, y)) == pytest.approx(want, rel=1e-5)
+    same = jsd_loss(logits[0], logits[0], logits[0], y)
+    assert float(same) == pytest.approx(float(ce), rel=1e-5)  # identical views: JS = 0
+
+
+def test_warmup_cosine_values():
+    assert [warmup_cosine(s, 10, 2) for s in (0, 1)] == [0.5, 1.0]
+    assert warmup_cosine(2, 10, 2) == 1.0
+    assert warmup_cosine(6, 10, 2) == pytest.approx(0.5)
+    assert warmup_cosine(10, 10, 2) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(5, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+@pytest.fixture(scope="module")
+def run_data(tmp_path_factory):
+    from ipmix_dali.builtin_mixing import write_fractal_set
+    from ipmix_dali.samples import write_jpeg_tree
+
+    root = tmp_path_factory.mktemp("trainer")
+    write_jpeg_tree(root / "data" / "train", classes=3, per_class=6, size=(96, 80), seed=1)
+    write_jpeg_tree(root / "data" / "val", classes=3, per_class=2, size=(96, 80), seed=2)
+    write_fractal_set(str(root / "mix"), 4, 80, 1, "png")
+    return root
+
+
+def _cmd(root, out, *extra):
+    return [sys.executable, "-m", "ipmix_dali.train", "--data", str(root / "data"),
+            "--arch", "resnet18", "--method", "ipmix", "--jsd", "--mixing-set",
+            str(root / "mix"), "--image-size", "64", "--val-resize", "72", "--epochs", "2",
+            "--batch-size", "4", "--lr", "0.02", "--warmup-epochs", "0.5", "--threads", "1",
+            "--checkpoint-every", "2", "--out", str(out), *extra]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def _step_losses(out):
+    with open(out / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}, [r for r in rows if "val_top1" in r]
+
+
+def test_killed_run_resumes_with_the_same_losses(run_data, tmp_path):
+    ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_cmd(run_data, ref_out), check=True, env=_env(), capture_output=True)
+    ref, ref_val = _step_losses(ref_out)
+    assert sorted(ref) == list(range(1, 11))  # 2 epochs x 5 steps (18 files, batch 4)
+
+    proc = subprocess.Popen(_cmd(run_data, out), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (out / "metrics.jsonl").exists() and len(_step_losses(out)[0]) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(_step_losses(out)[0])
+    assert 5 <= killed_at < 10, killed_at
+    subprocess.run(_cmd(run_data, out, "--resume", "auto"), check=True, env=_env(),
+                   capture_output=True)
+    got, got_val = _step_losses(out)
+    assert sorted(got) == sorted(ref)
+    for step in ref:
+        assert abs(got[step] - ref[step]) <= 1e-6, (step, got[step], ref[step])
+    assert [v["val_top1"] for v in got_val][-1] == ref_val[-1]["val_top1"]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 10
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(run_data, tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen(_cmd(run_data, out, "--checkpoint-every", "0"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+            (out / "metrics.jsonl").exists() and len(_step_losses(out)[0]) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert "stopped by signal" in stdout
+    step = int(stdout.split("checkpoint at step ")[1].split()[0])
+    assert (out / f"checkpoint_step{step:09d}.pt").exists()
+    state = torch.load(out / f"checkpoint_step{step:09d}.pt", weights_only=True)
+    assert state["step"] == step and state["loader"]["batches_consumed"] == step
+    assert state["config"]["method"] == "ipmix"

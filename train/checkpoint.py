@@ -1,0 +1,47 @@
+"""Checkpoints: written atomically (temp file, fsync, rename), newest valid one found on resume."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+
+import torch
+
+from ipmix_dali.atomic import atomic_write
+
+log = logging.getLogger("ipmix_dali.train")
+
+_NAME = "checkpoint_step{:09d}.pt"
+_PATTERN = re.compile(r"checkpoint_step(\d{9})\.pt$")
+
+
+def save_checkpoint(folder, step: int, state: dict, keep: int = 2) -> str:
+    """Write ``folder/checkpoint_stepNNNNNNNNN.pt``; keep the newest ``keep`` of them."""
+    path = os.path.join(folder, _NAME.format(step))
+    with atomic_write(path) as f:
+        torch.save(state, f)
+    for old in list_checkpoints(folder)[:-keep]:
+        try:
+            os.remove(old)
+        except OSError:
+            pass
+    return path
+
+
+def list_checkpoints(folder):
+    """Checkpoint paths in ``folder``, oldest first."""
+    found = [p for p in glob.glob(os.path.join(folder, "checkpoint_step*.pt"))
+             if _PATTERN.search(p)]
+    return sorted(found, key=lambda p: int(_PATTERN.search(p).group(1)))
+
+
+def load_latest(folder):
+    """(path, state) of the newest checkpoint that loads, or (None, None). A file that does not
+    load (a crash while copying it elsewhere, a disk fault) is named in a warning and skipped."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: fall back to an older one
+            log.warning("checkpoint %s does not load (%s): trying an older one", path, exc)
+    return None, None
