@@ -3,8 +3,8 @@
 Subcommands so far: ``show`` (a grid of augmented views to look at), ``bench-executors`` (ms per
 image of the reference and NumPy executors), ``bench-gpu`` (CuPy executor), ``bench`` (the whole
 input pipeline: reference DataLoader vs DALI) and ``make-mixing-set`` (IFS fractals as files).
-``train`` (the trainer; ``python -m ipmix_dali.train`` takes the same flags). ``demo`` and
-``eval`` arrive with their issues.
+``train`` (the trainer; ``python -m ipmix_dali.train`` takes the same flags). ``demo`` (the
+whole job on built-in data). ``eval`` arrives with its issue.
 """
 from __future__ import annotations
 
@@ -154,6 +154,26 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the whole job on built-in data (digits, fractals): train "
+                                    "baseline and IPMix on the DALI CPU pipeline, evaluate on "
+                                    "corruptions, write a report")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, arch=args.arch, batch_size=args.batch_size,
+             seed=args.seed)
+    return 0
+
+
 def _add_make_mixing_set(sub):
     p = sub.add_parser("make-mixing-set",
                        help="render IFS fractals (chaos game, sigma-factor maps) as image files")
@@ -190,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_gpu(sub)
     _add_bench(sub)
     _add_train(sub)
+    _add_demo(sub)
     return parser
 
 
