@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import time
 
-import numpy as np
 
 from .atomic import write_json
 from .config import make_config
