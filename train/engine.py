@@ -1,8 +1,11 @@
 """The training loop, read top to bottom: data, model, optimizer, resume, epochs, checkpoints.
 
     ipmix-dali train --data DIR --method ipmix --jsd --mixing-set MIX --out runs/r1
+    torchrun --nproc_per_node=8 -m ipmix_dali.train --device gpu --recipe ipmix-imagenet ...
 
-``DIR`` holds ImageFolder trees ``train/`` and ``val/``. The DALI training pipeline runs the
+``DIR`` holds ImageFolder trees ``train/`` and ``val/`` (or ``--data synthetic``). Under torchrun
+each process reads its shard (``shard_id = RANK``), losses and metrics are all-reduced, and only
+rank 0 writes files; a checkpoint holds every rank's loader state. The DALI training pipeline runs the
 augmentation as one batched stage (:mod:`ipmix_dali.pipeline`); validation is shorter side 256,
 centre crop 224. State for an exact resume: model, optimizer, scheduler, scaler, epoch and step,
 the loader's state (DALI checkpoint + batches consumed), torch's RNG and the config, written
@@ -65,13 +68,44 @@ class TrainConfig:
     resume: str = "auto"       # auto | none | PATH
     skip_bad_files: bool = False
     log_every: int = 10
+    recipe: Optional[str] = None   # ipmix-imagenet | resnet50-90ep (explicit flags override it)
+    min_lr: float = 0.0            # the cosine ends here (the IPMix scripts: 1e-6)
+    lr_reference_batch: int = 0    # >0: lr is per this many images, scaled by the global batch
+    norm: str = "batch"            # batch | group (GroupNorm(32): per-rank batch-independent)
+    compile: bool = False          # torch.compile the model
+    tensorboard: bool = True       # event files under OUT/tb
+    num_classes: int = 1000        # --data synthetic only (ImageFolder: the class folders)
+    synthetic_size: int = 12800    # --data synthetic: samples per epoch
+
+
+# Recipes: a recipe sets these fields; flags given on the command line override them.
+RECIPES = {
+    # hzlsaber/IPMix imagenet.py defaults (spec 3.5). Its lr 0.01 looks like a fine-tuning value
+    # but the script trains from scratch: kept as the reference has it ([AMBIGUOUS] in the spec).
+    "ipmix-imagenet": dict(arch="resnet50", method="ipmix", preset="imagenet", jsd=True,
+                           epochs=180, batch_size=128, lr=0.01, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4, warmup_epochs=0.0, label_smoothing=0.0,
+                           min_lr=1e-6),
+    # NVIDIA DeepLearningExamples ResNet-50 v1.5 (dali_notes 5.1): lr 0.256 per 256 images,
+    # momentum 0.875, wd 1/32768 without BN/bias decay, 8 warmup epochs, label smoothing 0.1,
+    # AMP, channels_last.
+    "resnet50-90ep": dict(arch="resnet50", method="none", jsd=False, epochs=90, batch_size=256,
+                          lr=0.256, lr_reference_batch=256, momentum=0.875, nesterov=False,
+                          weight_decay=1 / 32768, no_bn_weight_decay=True, warmup_epochs=8.0,
+                          label_smoothing=0.1, amp="fp16", channels_last=True),
+}
 
 
 def _model(cfg: TrainConfig, num_classes: int):
     import torchvision
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
-    model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes)
+    extra = {}
+    if cfg.norm == "group":
+        extra["norm_layer"] = lambda c: torch.nn.GroupNorm(min(32, c), c)
+    elif cfg.norm != "batch":
+        raise ValueError(f"--norm must be 'batch' or 'group', got {cfg.norm!r}")
+    model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes, **extra)
     if cfg.init_weights:
         state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         state = state.get("model", state.get("state_dict", state))
@@ -94,8 +128,9 @@ def _param_groups(model, cfg: TrainConfig):
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def evaluate(model, loader, device, channels_last=False):
-    """Top-1 and top-5 accuracy (%) and mean cross-entropy over every validation sample."""
+def evaluate(model, loader, device, channels_last=False, dist_=None):
+    """Top-1 and top-5 accuracy (%) and mean cross-entropy over every validation sample (summed
+    over the ranks' shards)."""
     model.eval()
     correct1 = correct5 = total = 0
     loss_sum = 0.0
@@ -111,8 +146,11 @@ def evaluate(model, loader, device, channels_last=False):
             correct5 += int((top == labels[:, None]).any(dim=1).sum())
             total += len(labels)
     model.train()
+    if dist_ is not None:
+        correct1, correct5, total, loss_sum = dist_.all_reduce_sum(
+            [correct1, correct5, total, loss_sum], device)
     return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total,
-            "loss": loss_sum / total, "samples": total}
+            "loss": loss_sum / total, "samples": int(total)}
 
 
 class _Stop:
@@ -144,12 +182,20 @@ def _truncate_jsonl(path, step):
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig) -> dict:
+def _data(cfg: TrainConfig, d, device):
+    """(train loader, val loader or None, number of classes), sharded by rank."""
+    if cfg.data == "synthetic":
+        from ipmix_dali.train.synthetic import SyntheticLoader
+
+        loader = SyntheticLoader(cfg.batch_size, cfg.image_size, cfg.num_classes,
+                                 cfg.synthetic_size, device, cfg.seed, d.rank, d.world,
+                                 views=3 if cfg.jsd else 1, channels_last=cfg.channels_last)
+        return loader, None, cfg.num_classes
     from ipmix_dali.config import make_config
     from ipmix_dali.datasets import scan_image_folder
     from ipmix_dali.loader import train_loader, val_loader
 
-    # --- data: checked before any work -------------------------------------------------------
+    # Checked before any work: missing folders, empty classes, bad files.
     train_files = scan_image_folder(os.path.join(cfg.data, "train"),
                                     skip_bad_files=cfg.skip_bad_files)
     val_files = scan_image_folder(os.path.join(cfg.data, "val"), skip_bad_files=cfg.skip_bad_files)
@@ -169,30 +215,56 @@ def train(cfg: TrainConfig) -> dict:
 
         side = max(cfg.image_size, round(cfg.image_size * 256 / 224))
         bank = load_mixing_bank(cfg.mixing_set, side=side, skip_bad_files=cfg.skip_bad_files)
-    device = torch.device("cuda" if cfg.device == "gpu" else "cpu")
-    loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank,
-                          device=cfg.device, num_threads=cfg.threads, seed=cfg.seed,
-                          jsd_output="concat")
-    val = val_loader(val_files, batch_size=cfg.batch_size, device=cfg.device,
-                     resize=cfg.val_resize, crop=cfg.image_size, num_threads=cfg.threads,
-                     mean=aug.mean, std=aug.std)
+    shard = dict(device=cfg.device, device_id=d.local_rank if cfg.device == "gpu" else None,
+                 num_threads=cfg.threads, shard_id=d.rank, num_shards=d.world)
+    loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank, seed=cfg.seed,
+                          jsd_output="concat", **shard)
+    val = val_loader(val_files, batch_size=cfg.batch_size, resize=cfg.val_resize,
+                     crop=cfg.image_size, mean=aug.mean, std=aug.std, **shard)
+    return loader, val, train_files.num_classes
+
+
+def train(cfg: TrainConfig) -> dict:
+    from ipmix_dali.train.distributed import init_distributed, shutdown
+
+    d = init_distributed(cfg.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        shutdown(d)
+
+
+def _train(cfg: TrainConfig, d) -> dict:
+    device = torch.device(f"cuda:{d.local_rank}" if cfg.device == "gpu" else "cpu")
+    loader, val, num_classes = _data(cfg, d, device)
 
     # --- model, optimizer, schedule --------------------------------------------------------
-    model = _model(cfg, train_files.num_classes).to(device)
+    model = _model(cfg, num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+    net = model
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if cfg.device == "gpu" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    lr = cfg.lr * (cfg.batch_size * d.world / cfg.lr_reference_batch
+                   if cfg.lr_reference_batch > 0 else 1.0)
+    optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov)
     steps_per_epoch = len(loader)
     total_steps = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    floor = cfg.min_lr / lr if lr > 0 else 0.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total_steps, warmup))
+        optimizer, lambda s: floor + (1 - floor) * warmup_cosine(s, total_steps, warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
-    # --- resume -----------------------------------------------------------------------------
-    os.makedirs(cfg.out, exist_ok=True)
+    # --- resume: every rank reads the same file and takes its own loader state --------------
+    if d.main:
+        os.makedirs(cfg.out, exist_ok=True)
+    d.barrier()
     metrics_path = os.path.join(cfg.out, "metrics.jsonl")
     step, epoch = 0, 0
     state = None
@@ -201,28 +273,43 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.resume not in ("none", ""):
         path, state = cfg.resume, torch.load(cfg.resume, map_location="cpu", weights_only=True)
     if state is not None:
+        if len(state["loader"]) != d.world:
+            raise ValueError(f"{path} was written by {len(state['loader'])} processes, this run "
+                             f"has {d.world}: resume with the same --nproc_per_node x nodes")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"])
+        loader.load_state_dict(state["loader"][d.rank])
         torch.set_rng_state(state["torch_rng"])
         step, epoch = state["step"], state["epoch"]
-        _truncate_jsonl(metrics_path, step)
-        log.info("resumed from %s at epoch %d, step %d", path, epoch, step)
-    elif os.path.exists(metrics_path):
+        if d.main:
+            _truncate_jsonl(metrics_path, step)
+            print(f"resumed from {path} at epoch {epoch}, step {step}", flush=True)
+    elif d.main and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
-    def snapshot():
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    def save():
+        loaders = d.gather(loader.state_dict())  # a collective: every rank calls it
+        if d.main:
+            save_checkpoint(cfg.out, step, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
-                "step": step, "epoch": epoch, "config": dataclasses.asdict(cfg)}
+                "loader": loaders, "torch_rng": torch.get_rng_state(), "step": step,
+                "epoch": epoch, "world_size": d.world, "config": dataclasses.asdict(cfg)})
+        d.barrier()
+
+    writer = None
+    if d.main:
+        write_json(os.path.join(cfg.out, "config.json"), dataclasses.asdict(cfg))
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(os.path.join(cfg.out, "tb"), purge_step=step + 1)
 
     # --- epochs -----------------------------------------------------------------------------
     stop = _Stop()
-    write_json(os.path.join(cfg.out, "config.json"), dataclasses.asdict(cfg))
-    model.train()
+    net.train()
     summary = {}
     while epoch < cfg.epochs:
         t_epoch, t_wait, seen = time.perf_counter(), 0.0, 0
@@ -233,17 +320,13 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(images)
+                logits = net(images)
                 if cfg.jsd:
                     loss = jsd_loss(*logits.float().chunk(3), labels,
                                     label_smoothing=cfg.label_smoothing)
                 else:
                     loss = F.cross_entropy(logits.float(), labels,
                                            label_smoothing=cfg.label_smoothing)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss is {value} at step {step}: lower --lr or "
-                                         f"use --amp bf16")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -251,40 +334,76 @@ def train(cfg: TrainConfig) -> dict:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
+            lr_now = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
-            seen += len(labels)
-            _append_jsonl(metrics_path, {"step": step, "epoch": epoch, "loss": value, "lr": lr})
-            if step % max(1, cfg.log_every) == 0:
-                rate = seen / (time.perf_counter() - t_epoch)
-                print(f"epoch {epoch} step {step}/{total_steps} loss {value:.4f} "
-                      f"lr {lr:.5f} {rate:.1f} img/s data-wait "
-                      f"{100 * t_wait / (time.perf_counter() - t_epoch):.0f}%", flush=True)
-            if stop.requested or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                save_checkpoint(cfg.out, step, snapshot())
-                if stop.requested:
-                    print(f"stopped by signal: checkpoint at step {step}", flush=True)
+            seen += len(labels) * d.world
+            # One small all-reduce: the mean loss over ranks and whether any rank got a signal.
+            loss_sum, stops = d.all_reduce_sum([float(loss.detach()), float(stop.requested)],
+                                               device)
+            value = loss_sum / d.world
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value} at step {step}: lower --lr or "
+                                         f"use --amp bf16")
+            if d.main:
+                _append_jsonl(metrics_path, {"step": step, "epoch": epoch, "loss": value,
+                                             "lr": lr_now})
+                if writer is not None:
+                    writer.add_scalar("train/loss", value, step)
+                    writer.add_scalar("train/lr", lr_now, step)
+                if step % max(1, cfg.log_every) == 0:
+                    rate = seen / (time.perf_counter() - t_epoch)
+                    print(f"epoch {epoch} step {step}/{total_steps} loss {value:.4f} "
+                          f"lr {lr_now:.5f} {rate:.1f} img/s data-wait "
+                          f"{100 * t_wait / (time.perf_counter() - t_epoch):.0f}%", flush=True)
+            if stops > 0 or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                save()
+                if stops > 0:
+                    if d.main:
+                        print(f"stopped by signal: checkpoint at step {step}", flush=True)
                     return {"stopped_at_step": step}
             t_ready = time.perf_counter()
         epoch += 1
-        metrics = evaluate(model, val, device, cfg.channels_last)
         elapsed = time.perf_counter() - t_epoch
-        record = {"epoch": epoch - 1, "step": step, "val_top1": metrics["top1"],
-                  "val_top5": metrics["top5"], "val_loss": metrics["loss"],
-                  "train_img_per_s": seen / elapsed, "data_wait": t_wait / elapsed}
-        _append_jsonl(metrics_path, record)
-        print(f"epoch {epoch - 1}: val top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% "
-              f"({seen / elapsed:.1f} img/s, data wait {100 * t_wait / elapsed:.0f}%)", flush=True)
-        save_checkpoint(cfg.out, step, snapshot())
-        summary = {"epochs": epoch, "steps": step, **{f"val_{k}": v for k, v in metrics.items()}}
-    write_json(os.path.join(cfg.out, "summary.json"), summary)
+        record = {"epoch": epoch - 1, "step": step, "train_img_per_s": seen / elapsed,
+                  "data_wait": t_wait / elapsed}
+        if val is not None:
+            metrics = evaluate(net, val, device, cfg.channels_last, d)
+            record.update({"val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                           "val_loss": metrics["loss"], "val_samples": metrics["samples"]})
+        if d.main:
+            _append_jsonl(metrics_path, record)
+            if writer is not None:
+                for key in ("val_top1", "val_top5", "val_loss", "train_img_per_s", "data_wait"):
+                    if key in record:
+                        writer.add_scalar(f"epoch/{key}", record[key], step)
+                writer.flush()
+            val_text = (f"val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}% "
+                        if "val_top1" in record else "")
+            print(f"epoch {epoch - 1}: {val_text}({seen / elapsed:.1f} img/s, data wait "
+                  f"{100 * t_wait / elapsed:.0f}%)", flush=True)
+        save()
+        summary = {"epochs": epoch, "steps": step, "world_size": d.world,
+                   **{k: v for k, v in record.items() if k.startswith("val_")}}
+    if d.main:
+        write_json(os.path.join(cfg.out, "summary.json"), summary)
+        if writer is not None:
+            writer.close()
     return summary
 
 
 def config_from_args(args) -> TrainConfig:
+    """Defaults, then the ``--recipe``'s fields, then every flag given on the command line."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values = {}
+    recipe = given.get("recipe")
+    if recipe:
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown --recipe {recipe!r}: choose from {', '.join(RECIPES)}")
+        values.update(RECIPES[recipe])
+    values.update(given)
+    return TrainConfig(**values)
 
 
 def add_train_arguments(p):
@@ -304,10 +423,11 @@ def main(argv=None) -> int:
     import argparse
 
     p = add_train_arguments(argparse.ArgumentParser(prog="ipmix_dali.train"))
-    cfg = config_from_args(p.parse_args(argv))
-    if not cfg.data:
-        p.error("--data DIR is required (ImageFolder train/ and val/)")
     try:
+        cfg = config_from_args(p.parse_args(argv))
+        if not cfg.data:
+            raise ValueError("--data DIR (ImageFolder train/ and val/) or --data synthetic "
+                             "is required")
         train(cfg)
     except ValueError as exc:
         print(f"ipmix-dali train: error: {exc}", file=sys.stderr)
