@@ -181,3 +181,18 @@ def test_recipe_then_flags():
     assert set(RECIPES) == {"ipmix-imagenet", "resnet50-90ep"}
     with pytest.raises(ValueError, match="unknown --recipe"):
         config_from_args(p.parse_args(["--recipe", "nope"]))
+
+
+def test_init_weights_loads_released_formats_and_names_mismatches(tmp_path):
+    import torchvision
+
+    from ipmix_dali.train.engine import TrainConfig, _model
+
+    src = torchvision.models.resnet18(num_classes=4)
+    released = {"state_dict": {"module." + k: v for k, v in src.state_dict().items()}}
+    torch.save(released, tmp_path / "released.pth")  # the IPMix/PixMix checkpoint layout
+    model = _model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 4)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 src.state_dict().values()))
+    with pytest.raises(ValueError, match="does not fit resnet18 with 10 classes"):
+        _model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 10)

@@ -110,11 +110,16 @@ def _model(cfg: TrainConfig, num_classes: int):
         state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         state = state.get("model", state.get("state_dict", state))
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        resized = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
+        if missing or unexpected or resized:
             raise ValueError(f"--init-weights {cfg.init_weights} does not fit {cfg.arch} with "
                              f"{num_classes} classes: missing {missing[:5]}, unexpected "
-                             f"{unexpected[:5]}")
+                             f"{unexpected[:5]}, wrong shape {resized[:5]}")
+        model.load_state_dict(state)
     return model
 
 
@@ -163,6 +168,18 @@ class _Stop:
 
     def _handler(self, signum, frame):
         self.requested = True
+
+
+def _progress(epoch, done, total, loss, lr, rate, wait, tty):
+    """The epoch's progress bar on a terminal (redrawn in place), a plain line in a log file."""
+    width = 24
+    filled = int(width * done / max(1, total))
+    text = (f"epoch {epoch} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            f"loss {loss:.4f} lr {lr:.5f} {rate:.1f} img/s data-wait {100 * wait:.0f}%")
+    if tty:
+        print("\r" + text, end="\n" if done == total else "", flush=True)
+    else:
+        print(text, flush=True)
 
 
 def _append_jsonl(path, record):
@@ -351,11 +368,11 @@ def _train(cfg: TrainConfig, d) -> dict:
                 if writer is not None:
                     writer.add_scalar("train/loss", value, step)
                     writer.add_scalar("train/lr", lr_now, step)
-                if step % max(1, cfg.log_every) == 0:
-                    rate = seen / (time.perf_counter() - t_epoch)
-                    print(f"epoch {epoch} step {step}/{total_steps} loss {value:.4f} "
-                          f"lr {lr_now:.5f} {rate:.1f} img/s data-wait "
-                          f"{100 * t_wait / (time.perf_counter() - t_epoch):.0f}%", flush=True)
+                tty = sys.stdout.isatty()
+                if tty or step % max(1, cfg.log_every) == 0:
+                    _progress(epoch, step - epoch * steps_per_epoch, steps_per_epoch, value,
+                              lr_now, seen / (time.perf_counter() - t_epoch),
+                              t_wait / (time.perf_counter() - t_epoch), tty)
             if stops > 0 or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 save()
                 if stops > 0:
