@@ -1,1 +1,7 @@
-"""Robustness evaluation (ImageNet-C mCE and friends). Not built yet: see the evaluation issue."""
+"""Robustness evaluation: ``ipmix-dali eval`` / ``python -m ipmix_dali.eval``.
+
+``evaluate.py`` runs the protocols and writes the report; ``metrics.py`` has the formulas
+(RMS calibration, CE/mCE, OOD measures); ``runner.py`` streams sets through one model with a
+per-set cache; ``checkpoints.py`` loads our, torchvision and IPMix/PixMix checkpoints;
+``masks.py`` the 200-class subsets of ImageNet-R/A/O.
+"""

@@ -4,7 +4,7 @@ Subcommands so far: ``show`` (a grid of augmented views to look at), ``bench-exe
 image of the reference and NumPy executors), ``bench-gpu`` (CuPy executor), ``bench`` (the whole
 input pipeline: reference DataLoader vs DALI) and ``make-mixing-set`` (IFS fractals as files).
 ``train`` (the trainer; ``python -m ipmix_dali.train`` takes the same flags). ``demo`` (the
-whole job on built-in data). ``eval`` arrives with its issue.
+whole job on built-in data), ``eval`` and ``eval-compare`` (robustness evaluation).
 """
 from __future__ import annotations
 
@@ -175,6 +175,69 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="robustness evaluation of a checkpoint: ImageNet val/-C/-R/"
+                                    "-A/-O, CIFAR-C, PGD (results.json, report.md, PNG)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--arch", default="resnet50")
+    p.add_argument("--num-classes", type=int, default=1000)
+    for name in ("imagenet-val", "imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o",
+                 "cifar-c"):
+        p.add_argument(f"--{name}", default=None, metavar="DIR")
+    p.add_argument("--cifar-test", default=None, metavar="NPZ",
+                   help="CIFAR test set for --pgd: arrays 'images' (N, 32, 32, 3) and 'labels'")
+    p.add_argument("--pgd", action="store_true", help="L-inf PGD, eps 2/255, 20 steps (CIFAR)")
+    p.add_argument("--pgd-clamp-start", action="store_true",
+                   help="clamp PGD's random start to [0, 1] (the reference does not)")
+    p.add_argument("--pixmix-compat", action="store_true",
+                   help="ImageNet-C through Resize(256) + CenterCrop(224) like the PixMix/IPMix "
+                        "scripts (default: the canonical protocol, files as they are)")
+    p.add_argument("--corruptions", default=None, help="comma list (default: every one found)")
+    p.add_argument("--device", choices=["cpu", "gpu"], default=None,
+                   help="default: gpu when CUDA is available")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="DALI decoding threads")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPU")
+    p.add_argument("--unsafe-pickle", action="store_true",
+                   help="torch.load with weights_only=False (only for files you trust)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from .eval.evaluate import evaluate
+
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+    evaluate(args.checkpoint, args.out, arch=args.arch, num_classes=args.num_classes,
+             imagenet_val=args.imagenet_val, imagenet_c=args.imagenet_c,
+             imagenet_r=args.imagenet_r, imagenet_a=args.imagenet_a,
+             imagenet_o=args.imagenet_o, cifar_c=args.cifar_c, cifar_test=args.cifar_test,
+             pgd=args.pgd, pgd_clamp_start=args.pgd_clamp_start,
+             pixmix_compat=args.pixmix_compat,
+             corruptions=args.corruptions.split(",") if args.corruptions else None,
+             device=device, batch_size=args.batch_size, threads=args.threads,
+             unsafe_pickle=args.unsafe_pickle, amp=args.amp)
+    print(f"wrote {args.out}/results.json and report.md")
+    return 0
+
+
+def _add_eval_compare(sub):
+    p = sub.add_parser("eval-compare", help="several eval output folders side by side")
+    p.add_argument("outs", nargs="+")
+    p.set_defaults(func=_run_eval_compare)
+
+
+def _run_eval_compare(args) -> int:
+    from .eval.evaluate import compare
+
+    compare(args.outs)
+    return 0
+
+
 def _add_make_mixing_set(sub):
     p = sub.add_parser("make-mixing-set",
                        help="render IFS fractals (chaos game, sigma-factor maps) as image files")
@@ -212,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_train(sub)
     _add_demo(sub)
+    _add_eval(sub)
+    _add_eval_compare(sub)
     return parser
 
 

@@ -271,11 +271,13 @@ def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_
     return "bank", load_mixing_bank(folder, side=side, progress=True)
 
 
-def val_pipeline(files: FileList, *, batch_size: int, resize: int = 256, crop: int = 224,
+def val_pipeline(files: FileList, *, batch_size: int, resize: Optional[int] = 256,
+                 crop: int = 224,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), device: str = "cpu",
                  device_id: Optional[int] = None, num_threads: int = 2, shard_id: int = 0,
                  num_shards: int = 1, dtype: str = "float32", layout: str = "NCHW"):
-    """Validation: shorter side ``resize``, centre crop ``crop``, normalise; outputs data, label."""
+    """Validation: shorter side ``resize`` (None: no resize, e.g. ImageNet-C's 224 px files),
+    centre crop ``crop``, normalise; outputs data, label."""
     fn, pipeline_def, types = _dali()
     dev = _device_args(device, device_id)
     _check_choice("dtype", dtype, OUTPUT_DTYPES)
@@ -285,7 +287,8 @@ def val_pipeline(files: FileList, *, batch_size: int, resize: int = 256, crop: i
         jpegs, labels = _reader(fn, files, shard_id, num_shards, training=False)
         images = fn.decoders.image(jpegs, device="mixed" if device == "gpu" else "cpu",
                                    output_type=types.RGB)
-        images = fn.resize(images, resize_shorter=resize)
+        if resize:
+            images = fn.resize(images, resize_shorter=resize)
         images = fn.crop_mirror_normalize(
             images, crop=(crop, crop), mean=[255 * m for m in mean], std=[255 * s for s in std],
             dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,

@@ -1,0 +1,409 @@
+"""``ipmix-dali eval``: every robustness number for one checkpoint, as the reference tools compute it.
+
+    ipmix-dali eval --checkpoint ckpt.pt --imagenet-val val/ --imagenet-c imagenet-c/ --out ev/
+
+* clean ImageNet val: Resize(256) + CenterCrop(224).
+* ImageNet-C: the canonical protocol (Hendrycks test.py: the 224 px files as they are) by
+  default, ``--pixmix-compat`` for Resize(256) + CenterCrop(224) as the PixMix/IPMix scripts do;
+  the protocol is recorded in the report. Flat (``c/s/wnid``) and grouped (``noise/c/s/wnid``)
+  layouts. Top-1 error and RMS calibration per cell; CE / mCE / relative mCE against AlexNet over
+  the 15 standard corruptions; the 4 extra corruptions reported apart.
+* ImageNet-R / -A: logits sliced to the 200 classes; ImageNet-O: AUROC / AUPR / FPR95 against the
+  val images of its 200 classes (needs ``--imagenet-val``).
+* CIFAR-10/100-C (``.npy`` layout): mean error over 15 corruptions x 5 severities.
+* PGD (CIFAR protocol): L-inf, eps 2/255, 20 steps of 0.5/255 on ``--cifar-test`` (``.npz``).
+
+Results: ``results.json`` (every number, the protocol, versions), ``report.md``, ``imagenet_c.png``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from ipmix_dali.atomic import atomic_write, write_json
+
+from .metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, corruption_errors, ood_measures
+
+__all__ = ["evaluate", "find_imagenet_c", "RESNET50_MCE"]
+
+RESNET50_MCE = 76.7          # torchvision ResNet-50 (V1), robustness README leaderboard
+RESNET50_CLEAN_ERROR = 23.85
+
+
+def find_imagenet_c(root):
+    """``{corruption: {severity: folder}}`` for the flat or the grouped ImageNet-C layout."""
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise ValueError(f"ImageNet-C folder {root} does not exist: pass --imagenet-c DIR "
+                         f"(corruption/severity/wnid/*.JPEG)")
+    known = set(CORRUPTIONS) | set(EXTRA_CORRUPTIONS)
+    cells = {}
+
+    def scan(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if name in known and os.path.isdir(path):
+                sev = {int(s): os.path.join(path, s) for s in os.listdir(path)
+                       if s.isdigit() and os.path.isdir(os.path.join(path, s))}
+                cells[name] = dict(sorted(sev.items()))
+            elif name in GROUPS and os.path.isdir(path):
+                scan(path)
+
+    scan(root)
+    if not cells:
+        raise ValueError(f"{root} has no ImageNet-C corruption folders (e.g. gaussian_noise/1/, "
+                         f"or noise/gaussian_noise/1/)")
+    return cells
+
+
+def _key(checkpoint, arch, extra):
+    st = os.stat(checkpoint)
+    return hashlib.sha256(json.dumps([os.path.abspath(checkpoint), st.st_size, st.st_mtime_ns,
+                                      arch, extra]).encode()).hexdigest()[:16]
+
+
+def _versions():
+    out = {}
+    for mod in ("torch", "torchvision", "numpy", "nvidia.dali", "torchmetrics", "sklearn"):
+        try:
+            m = __import__(mod, fromlist=["__version__"])
+            out[mod] = getattr(m, "__version__", None)
+        except ImportError:
+            out[mod] = None
+    return out
+
+
+def _subset_files(files, indices):
+    """The files of a 1000-class FileList whose label is in ``indices``, relabelled 0..199."""
+    from ipmix_dali.datasets import FileList
+
+    pos = {int(c): k for k, c in enumerate(indices)}
+    keep = [(f, pos[l]) for f, l in zip(files.files, files.labels) if l in pos]
+    return FileList([f for f, _ in keep], [k for _, k in keep],
+                    [files.classes[c] for c in indices], source=files.source + " (O classes)")
+
+
+def _cifar_c(model, folder, device, batch, log):
+    import torch
+
+    folder = os.path.expanduser(folder)
+    labels_path = os.path.join(folder, "labels.npy")
+    if not os.path.isfile(labels_path):
+        raise ValueError(f"{folder} has no labels.npy: pass --cifar-c DIR with the CIFAR-10-C or "
+                         f"CIFAR-100-C .npy files")
+    labels = np.load(labels_path).astype(np.int64)
+    dev = torch.device("cuda" if device == "gpu" else "cpu")
+    per = {}
+    for c in CORRUPTIONS:
+        path = os.path.join(folder, f"{c}.npy")
+        if not os.path.isfile(path):
+            continue
+        data = np.load(path, mmap_mode="r")
+        if data.shape[0] != len(labels) or data.shape[1:] != (32, 32, 3):
+            raise ValueError(f"{path} has shape {data.shape}: expected ({len(labels)}, 32, 32, 3)"
+                             f" (5 severities x the test set, like labels.npy)")
+        wrong = 0
+        with torch.no_grad():
+            for i in range(0, len(labels), batch):
+                x = torch.from_numpy(np.array(data[i:i + batch])).to(dev)  # a writable copy
+                x = x.permute(0, 3, 1, 2).float() / 255 * 2 - 1  # Normalize(0.5, 0.5)
+                pred = model(x).argmax(1).cpu().numpy()
+                wrong += int((pred != labels[i:i + batch]).sum())
+        per[c] = 100.0 * wrong / len(labels)
+        log(f"  cifar-c {c}: error {per[c]:.2f}%")
+    if not per:
+        raise ValueError(f"{folder} holds none of the 15 corruption .npy files")
+    return {"per_corruption": per, "mean_error": float(np.mean(list(per.values()))),
+            "missing": [c for c in CORRUPTIONS if c not in per]}
+
+
+def pgd_error(model, images, labels, eps=2 / 255, steps=20, step_size=0.5 / 255,
+              clamp_start=False, seed=0, batch=256, device="cpu"):
+    """Adversarial error (%) under the PixMix/IPMix CIFAR PGD: inputs in [0, 1], model sees
+    ``2x - 1``, uniform random start in the eps-ball, CE summed, sign steps, projection and
+    clamp after each step, model in eval mode.
+
+    The reference does not clamp the random start to [0, 1] before the first step (the first
+    forward sees values outside the image range); ``clamp_start=True`` is the fixed behaviour.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device("cuda" if device == "gpu" else "cpu")
+    g = torch.Generator(device=dev).manual_seed(seed)
+    model.eval()
+    wrong = 0
+    for i in range(0, len(labels), batch):
+        x = torch.as_tensor(images[i:i + batch], device=dev).permute(0, 3, 1, 2).float() / 255
+        y = torch.as_tensor(labels[i:i + batch], device=dev).long()
+        adv = x + (torch.rand(x.shape, generator=g, device=dev) * 2 - 1) * eps
+        if clamp_start:
+            adv = adv.clamp(0, 1)
+        for _ in range(steps):
+            adv = adv.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(adv * 2 - 1), y, reduction="sum")
+                grad, = torch.autograd.grad(loss, adv)
+            adv = adv.detach() + step_size * grad.sign()
+            adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
+        with torch.no_grad():
+            wrong += int((model(adv * 2 - 1).argmax(1) != y).sum())
+    return 100.0 * wrong / len(labels)
+
+
+def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=None,
+             imagenet_c=None, imagenet_r=None, imagenet_a=None, imagenet_o=None, cifar_c=None,
+             cifar_test=None, pgd=False, pgd_clamp_start=False, pixmix_compat=False,
+             corruptions=None, device="cpu", batch_size=64, threads=2, unsafe_pickle=False,
+             amp=False, model=None, log=print) -> dict:
+    """Evaluate ``checkpoint`` (or an already built ``model``, for the Python API: then
+    ``checkpoint`` only names it in the report and the cache) on every set given."""
+    from ipmix_dali.datasets import scan_image_folder
+
+    from .checkpoints import load_model
+    from .masks import MASKS
+    from .runner import Evaluator
+
+    if not any([imagenet_val, imagenet_c, imagenet_r, imagenet_a, imagenet_o, cifar_c, pgd]):
+        raise ValueError("nothing to evaluate: pass at least one of --imagenet-val, "
+                         "--imagenet-c, --imagenet-r, --imagenet-a, --imagenet-o, --cifar-c, "
+                         "--pgd")
+    if imagenet_o and not imagenet_val:
+        raise ValueError("--imagenet-o needs --imagenet-val: its in-distribution set is the val "
+                         "images of the 200 ImageNet-O classes")
+    if pgd and not cifar_test:
+        raise ValueError("--pgd needs --cifar-test FILE.npz (arrays 'images' (N, 32, 32, 3) "
+                         "uint8 and 'labels')")
+    # Check every folder before loading anything.
+    cells = find_imagenet_c(imagenet_c) if imagenet_c else {}
+    if corruptions:
+        unknown = sorted(set(corruptions) - set(CORRUPTIONS) - set(EXTRA_CORRUPTIONS))
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {unknown}: choose from the 15 ImageNet-C "
+                             f"corruptions and {', '.join(EXTRA_CORRUPTIONS)}")
+        cells = {c: s for c, s in cells.items() if c in corruptions}
+    for c, sev in cells.items():
+        if sorted(sev) != [1, 2, 3, 4, 5]:
+            raise ValueError(f"{imagenet_c}: {c} has severities {sorted(sev)}, expected 1-5 "
+                             f"(an incomplete download?)")
+    if model is None:
+        model = load_model(checkpoint, arch, num_classes, unsafe_pickle)
+        cache_key = _key(checkpoint, arch, [num_classes, pixmix_compat])
+    else:
+        cache_key = hashlib.sha256(repr([checkpoint, arch, num_classes, pixmix_compat]).encode()
+                                   ).hexdigest()[:16]
+    preprocess_c = {"resize": 256, "crop": 224} if pixmix_compat else {"resize": None, "crop": 224}
+    protocol = {"imagenet_c": "pixmix-compat: Resize(256) + CenterCrop(224)" if pixmix_compat
+                else "canonical (Hendrycks test.py): the 224x224 files as they are",
+                "clean": "Resize(256) + CenterCrop(224)",
+                "subsets": "ImageNet-R/A/O: logits sliced to the 200 classes",
+                "calibration": "RMS: Hendrycks calib_err (bins of 100, last bin skipped); "
+                               "ECE: torchmetrics, 15 bins, L1"}
+    os.makedirs(out, exist_ok=True)
+    ev = Evaluator(model, device, batch_size, threads, os.path.join(out, "cache"), cache_key,
+                   amp=amp, log=log)
+    results = {"checkpoint": str(checkpoint), "arch": arch,
+               "num_classes": num_classes, "protocol": protocol, "versions": _versions()}
+    t0 = time.perf_counter()
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("confidence", "correct", "logits")}
+
+    val_files = None
+    if imagenet_val:
+        log("clean ImageNet val")
+        val_files = scan_image_folder(imagenet_val)
+        results["clean"] = strip(ev.run("clean", val_files, resize=256, crop=224))
+    if cells:
+        log(f"ImageNet-C ({protocol['imagenet_c']})")
+        errors, table = {}, {}
+        for c, sev in cells.items():
+            for s, folder in sev.items():
+                files = scan_image_folder(folder)
+                if files.num_classes != num_classes:
+                    raise ValueError(f"{folder} has {files.num_classes} class folders, the model "
+                                     f"{num_classes} outputs: every ImageNet-C cell needs all "
+                                     f"{num_classes} wnid folders (or pass --num-classes)")
+                r = ev.run(f"c/{c}/{s}", files, **preprocess_c)
+                errors.setdefault(c, {})[s] = r["error"] / 100
+                table.setdefault(c, {})[str(s)] = strip(r)
+        clean = results.get("clean", {}).get("error")
+        summary = corruption_errors(errors, None if clean is None else clean / 100)
+        rms = [cell["rms"] for c in table for cell in table[c].values()
+               if c in CORRUPTIONS and cell["rms"] is not None]
+        results["imagenet_c"] = {"cells": table, **summary,
+                                 "mean_rms": float(np.mean(rms)) if rms else None}
+    for name, folder in (("imagenet_r", imagenet_r), ("imagenet_a", imagenet_a)):
+        if folder:
+            log(name)
+            files = scan_image_folder(folder)
+            if files.num_classes != 200:
+                raise ValueError(f"{folder} has {files.num_classes} class folders: {name} has "
+                                 f"200 (all of them are needed for the logit mask)")
+            mask = MASKS[name] if num_classes == 1000 else None
+            results[name] = strip(ev.run(name, files, resize=256, crop=224, logit_mask=mask))
+    if imagenet_o:
+        log("imagenet_o")
+        files = scan_image_folder(imagenet_o)
+        if files.num_classes != 200:
+            raise ValueError(f"{imagenet_o} has {files.num_classes} class folders: ImageNet-O has "
+                             f"200")
+        if val_files.num_classes != 1000 or num_classes != 1000:
+            raise ValueError("--imagenet-o needs a 1000-class model and a 1000-class "
+                             "--imagenet-val")
+        mask = MASKS["imagenet_o"]
+        r_out = ev.run("imagenet_o", files, resize=256, crop=224, logit_mask=mask)
+        r_in = ev.run("imagenet_o_in", _subset_files(val_files, mask), resize=256, crop=224,
+                      logit_mask=mask)
+        results["imagenet_o"] = {**ood_measures(-r_out["confidence"], -r_in["confidence"]),
+                                 "n_out": r_out["n"], "n_in": r_in["n"]}
+    if cifar_c:
+        log("CIFAR-C")
+        results["cifar_c"] = _cifar_c(model, cifar_c, device, batch_size, log)
+    if pgd:
+        with np.load(cifar_test) as z:
+            images, labels = z["images"], z["labels"]
+        log(f"PGD on {len(labels)} images")
+        results["pgd"] = {"error": pgd_error(model, images, labels, clamp_start=pgd_clamp_start,
+                                             device=device),
+                          "eps": "2/255", "steps": 20, "step_size": "0.5/255",
+                          "clamp_start": pgd_clamp_start, "n": int(len(labels))}
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(os.path.join(out, "results.json"), results)
+    with atomic_write(os.path.join(out, "report.md"), "w") as f:
+        f.write(report_markdown(results))
+    if "imagenet_c" in results and results["imagenet_c"]["per_corruption"]:
+        ce_chart(results, os.path.join(out, "imagenet_c.png"))
+    return results
+
+
+def _fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def report_markdown(r) -> str:
+    lines = [f"# Robustness report: {os.path.basename(r['checkpoint'])} ({r['arch']})", ""]
+    for k, v in r["protocol"].items():
+        lines.append(f"* {k}: {v}")
+    lines.append("")
+    if "clean" in r:
+        c = r["clean"]
+        lines += ["## Clean ImageNet val", "", f"top-1 error {_fmt(c['error'])} %, top-5 error "
+                  f"{_fmt(c['top5_error'])} %, RMS calibration {_fmt(c['rms'])} %, ECE "
+                  f"{_fmt(c['ece'])} % ({c['n']} images, {c['images_per_s']} img/s)", ""]
+    if "imagenet_c" in r:
+        ic = r["imagenet_c"]
+        lines += ["## ImageNet-C", "",
+                  "| corruption | s1 | s2 | s3 | s4 | s5 | mean error | CE | relative CE | "
+                  "mean RMS |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for c, row in ic["per_corruption"].items():
+            cells = ic["cells"][c]
+            rms = [cells[s]["rms"] for s in sorted(cells) if cells[s]["rms"] is not None]
+            lines.append(f"| {c}{' (extra)' if c in EXTRA_CORRUPTIONS else ''} | " + " | ".join(
+                _fmt(cells[str(s)]["error"]) for s in range(1, 6)) + f" | {_fmt(row['mean_error'])}"
+                f" | {_fmt(row.get('ce'))} | {_fmt(row.get('relative_ce'))} | "
+                f"{_fmt(float(np.mean(rms)) if rms else None)} |")
+        lines += ["", f"**mCE {_fmt(ic.get('mce'))} %**, relative mCE "
+                  f"{_fmt(ic.get('relative_mce'))} %, unnormalised mean error "
+                  f"{_fmt(ic.get('unnormalized_mce'))} %, mean RMS calibration "
+                  f"{_fmt(ic.get('mean_rms'))} % (15 standard corruptions; AlexNet = 100; "
+                  f"torchvision ResNet-50: {RESNET50_MCE} %)."]
+        if ic.get("missing"):
+            lines.append(f"Missing standard corruptions (no mCE): {', '.join(ic['missing'])}.")
+        if "extra_mean_ce" in ic:
+            lines.append(f"Extra corruptions, mean CE (not in mCE): {_fmt(ic['extra_mean_ce'])} %.")
+        lines.append("")
+    rows = []
+    for name, label in (("imagenet_r", "ImageNet-R"), ("imagenet_a", "ImageNet-A")):
+        if name in r:
+            x = r[name]
+            rows.append(f"| {label} | {_fmt(x['error'])} | {_fmt(x['top5_error'])} | "
+                        f"{_fmt(x['rms'])} | {x['n']} |")
+    if rows:
+        lines += ["## ImageNet-R / -A (200-class logits)", "",
+                  "| set | top-1 error | top-5 error | RMS | images |", "|---|---|---|---|---|",
+                  *rows, ""]
+    if "imagenet_o" in r:
+        o = r["imagenet_o"]
+        lines += ["## ImageNet-O", "", f"AUPR {_fmt(o['aupr'])} %, AUROC {_fmt(o['auroc'])} %, "
+                  f"FPR95 {_fmt(o['fpr95'])} % ({o['n_out']} anomalies vs {o['n_in']} val images; "
+                  f"score = -max softmax over the 200 classes)", ""]
+    if "cifar_c" in r:
+        cc = r["cifar_c"]
+        lines += ["## CIFAR-C", "", f"mean corruption error {_fmt(cc['mean_error'])} % over "
+                  f"{len(cc['per_corruption'])} corruptions x 5 severities", ""]
+    if "pgd" in r:
+        p = r["pgd"]
+        lines += ["## PGD (CIFAR protocol)", "", f"adversarial error {_fmt(p['error'])} % "
+                  f"(L-inf eps {p['eps']}, {p['steps']} steps of {p['step_size']}, "
+                  f"clamped start: {p['clamp_start']}, {p['n']} images)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def ce_chart(r, path):
+    """Per-corruption CE bars with AlexNet (100) and the ResNet-50 mCE (76.7) as reference lines."""
+    from PIL import Image, ImageDraw
+
+    per = r["imagenet_c"]["per_corruption"]
+    names = [c for c in list(CORRUPTIONS) + list(EXTRA_CORRUPTIONS) if c in per]
+    top = max([120.0] + [per[c]["ce"] for c in names])
+    bar, left, base, h = 26, 50, 330, 280
+    width = left + len(names) * bar + 40
+    img = Image.new("RGB", (width, base + 130), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    d.text((left, 8), f"ImageNet-C CE per corruption (%), mCE {_fmt(r['imagenet_c'].get('mce'))}",
+           fill=(0, 0, 0))
+    for value, colour, label in ((100, (150, 150, 150), "AlexNet 100"),
+                                 (RESNET50_MCE, (200, 90, 60), f"ResNet-50 mCE {RESNET50_MCE}")):
+        y = base - h * value / top
+        d.line((left, y, width - 20, y), fill=colour, width=1)
+        d.text((width - 150, y - 12), label, fill=colour)
+    for i, c in enumerate(names):
+        x0 = left + i * bar
+        y = base - h * per[c]["ce"] / top
+        colour = (70, 130, 200) if c in CORRUPTIONS else (150, 190, 230)
+        d.rectangle((x0 + 3, y, x0 + bar - 3, base), fill=colour)
+        label = Image.new("RGB", (120, 12), (255, 255, 255))
+        ImageDraw.Draw(label).text((0, 0), c, fill=(0, 0, 0))
+        img.paste(label.rotate(90, expand=True), (x0 + 7, base + 5))
+    d.text((5, base - h - 6), f"{top:.0f}", fill=(90, 90, 90))
+    d.text((5, base - 6), "0", fill=(90, 90, 90))
+    with atomic_write(path) as f:
+        img.save(f, format="PNG")
+
+
+def compare(outs, log=print) -> str:
+    """A Markdown table of several ``results.json`` side by side (``ipmix-dali eval-compare``)."""
+    rows = []
+    for o in outs:
+        path = os.path.join(o, "results.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{o} has no results.json: pass folders written by ipmix-dali eval")
+        with open(path) as f:
+            rows.append((o, json.load(f)))
+
+    def get(r, *keys):
+        for k in keys:
+            if not isinstance(r, dict) or k not in r:
+                return None
+            r = r[k]
+        return r
+
+    cols = [("clean err", ("clean", "error")), ("mCE", ("imagenet_c", "mce")),
+            ("rel. mCE", ("imagenet_c", "relative_mce")), ("C RMS", ("imagenet_c", "mean_rms")),
+            ("R err", ("imagenet_r", "error")), ("A err", ("imagenet_a", "error")),
+            ("O AUPR", ("imagenet_o", "aupr")), ("CIFAR-C err", ("cifar_c", "mean_error")),
+            ("PGD err", ("pgd", "error"))]
+    cols = [c for c in cols if any(get(r, *c[1]) is not None for _, r in rows)]
+    lines = ["| run | " + " | ".join(c[0] for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for o, r in rows:
+        lines.append(f"| {o} | " + " | ".join(_fmt(get(r, *k)) for _, k in cols) + " |")
+    text = "\n".join(lines) + "\n"
+    log(text)
+    return text
+

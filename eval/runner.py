@@ -1,0 +1,129 @@
+"""Streaming evaluation of one loaded model over many image sets, with a per-set result cache.
+
+Each set (clean val, one ImageNet-C cell, ImageNet-R, ...) is decoded by a DALI pipeline (mixed
+decode on a GPU, CPU otherwise) and streamed through the same model; per set we keep the
+per-sample confidence, correctness and top-5 hit (small arrays) and the ECE, and write them to
+``cache/<key>.npz`` atomically, so an interrupted evaluation resumes with the next set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from ipmix_dali.atomic import atomic_write
+
+from .metrics import calib_err
+
+__all__ = ["Evaluator", "SetResult"]
+
+
+class SetResult(dict):
+    """``error``, ``top5_error``, ``rms`` (Hendrycks RMS calibration, %), ``ece`` (%), ``n``,
+    ``images_per_s``, plus the arrays ``confidence`` and ``correct`` (not in the report)."""
+
+
+class Evaluator:
+    """Run sets through ``model`` on ``device`` ("cpu" or "gpu").
+
+    Args:
+        cache_key: identifies the model and protocol (cache entries of another checkpoint or
+            preprocessing are never reused).
+        amp: bfloat16 autocast on GPU (logits change slightly; off for number-for-number runs).
+    """
+
+    def __init__(self, model, device: str = "cpu", batch_size: int = 64, threads: int = 2,
+                 cache_dir=None, cache_key: str = "", amp: bool = False, channels_last=False,
+                 log=print):
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
+        self.dali_device = device
+        self.model = model.to(self.device).eval()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.batch_size, self.threads = batch_size, threads
+        self.cache_dir, self.cache_key = cache_dir, cache_key
+        self.amp = amp and device == "gpu"
+        self.log = log
+
+    def _cache_path(self, name, files, protocol):
+        if not self.cache_dir:
+            return None
+        h = hashlib.sha256(json.dumps([self.cache_key, name, protocol, files.source,
+                                       len(files)]).encode()).hexdigest()[:24]
+        return os.path.join(self.cache_dir, f"{name.replace('/', '_')}-{h}.npz")
+
+    def run(self, name: str, files, resize=None, crop: int = 224, logit_mask=None,
+            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), keep_logits=False):
+        """Evaluate ``files`` (a FileList); ``logit_mask`` (1000-class indices) slices the logits
+        before argmax/softmax (ImageNet-R/A/O). Cached by (model, set, protocol)."""
+        protocol = {"resize": resize, "crop": crop, "mask": None if logit_mask is None else
+                    list(map(int, logit_mask)), "mean": list(mean), "std": list(std)}
+        path = self._cache_path(name, files, protocol)
+        if path and os.path.exists(path) and not keep_logits:
+            with np.load(path, allow_pickle=False) as z:
+                res = SetResult(json.loads(str(z["meta"])))
+                res["confidence"], res["correct"] = z["confidence"], z["correct"]
+            res["cached"] = True
+            self.log(f"  {name}: cached, error {res['error']:.2f}%")
+            return res
+        from torchmetrics.classification import MulticlassCalibrationError
+
+        from ipmix_dali.loader import val_loader
+
+        loader = val_loader(files, batch_size=self.batch_size, device=self.dali_device,
+                            resize=resize, crop=crop, mean=mean, std=std,
+                            num_threads=self.threads)
+        mask = None if logit_mask is None else torch.as_tensor(np.asarray(logit_mask),
+                                                               device=self.device)
+        classes = None
+        conf, correct, top5, logits_all = [], [], [], []
+        ece_metric = None
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for images, labels in loader:
+                images, labels = images.to(self.device), labels.to(self.device)
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    logits = self.model(images)
+                logits = logits.float()
+                if mask is not None:
+                    logits = logits[:, mask]
+                if classes is None:
+                    classes = logits.shape[1]
+                    if files.num_classes > classes:
+                        raise ValueError(f"{files.source} has {files.num_classes} class folders "
+                                         f"but the model gives {classes} logits: pass the right "
+                                         f"--num-classes, or the set's 200-class subset")
+                    ece_metric = MulticlassCalibrationError(num_classes=classes, n_bins=15,
+                                                            norm="l1").to(self.device)
+                probs = logits.softmax(1)
+                c, pred = probs.max(1)
+                conf.append(c.cpu().numpy().astype(np.float64))
+                correct.append((pred == labels).cpu().numpy())
+                k = min(5, classes)
+                top5.append((logits.topk(k, 1).indices == labels[:, None]).any(1).cpu().numpy())
+                ece_metric.update(probs, labels)
+                if keep_logits:
+                    logits_all.append(logits.cpu().numpy())
+        seconds = time.perf_counter() - t0
+        confidence, hits = np.concatenate(conf), np.concatenate(correct)
+        n = len(hits)
+        res = SetResult(error=100.0 * (1 - hits.mean()), top5_error=100.0 * (1 - np.concatenate(
+            top5).mean()), rms=100.0 * calib_err(confidence, hits) if n >= 100 else None,
+            ece=100.0 * float(ece_metric.compute()), n=int(n),
+            images_per_s=round(n / seconds, 1))
+        if path:
+            meta = {k: v for k, v in res.items()}
+            with atomic_write(path) as f:
+                np.savez(f, meta=json.dumps(meta), confidence=confidence, correct=hits)
+        res["confidence"], res["correct"] = confidence, hits
+        if keep_logits:
+            res["logits"] = np.concatenate(logits_all)
+        self.log(f"  {name}: error {res['error']:.2f}% ({n} images, {res['images_per_s']} img/s)")
+        return res

@@ -1,0 +1,351 @@
+"""Robustness evaluation on tiny generated trees with a model whose predictions are known.
+
+``ColourModel`` classifies an image by its mean colour (nearest of a palette, one colour per
+class), so a tree of solid-colour JPEGs has an error we choose: an image painted in another
+class's colour is a known mistake. Every expected number below is computed by hand from those
+choices and the published constants.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("nvidia.dali")
+
+from ipmix_dali.eval.evaluate import evaluate, find_imagenet_c, pgd_error  # noqa: E402
+from ipmix_dali.eval.masks import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
+from ipmix_dali.eval.metrics import (ALEXNET_CLEAN_ERR, ALEXNET_ERR, CORRUPTIONS,  # noqa: E402
+                                     calib_err, corruption_errors, fpr_at_recall, ood_measures,
+                                     top5_distance, flip_probability)
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def palette(n):
+    """n well separated RGB colours (a 3-D grid, spacing >= 24 grey levels)."""
+    side = math.ceil(n ** (1 / 3))
+    step = 200 // max(1, side - 1) if side > 1 else 0
+    cols = [(20 + r * step, 20 + g * step, 20 + b * step) for r in range(side)
+            for g in range(side) for b in range(side)]
+    return np.array(cols[:n], dtype=np.float32)
+
+
+class ColourModel(torch.nn.Module):
+    """logits_k = 15 exp(-d_k^2 / 100), d_k = distance of the mean colour to palette colour k in
+    grey levels: the nearest colour wins; far from every colour the softmax is flat."""
+
+    def __init__(self, colours, mean=MEAN, std=STD):
+        super().__init__()
+        self.register_buffer("colours", torch.as_tensor(colours) / 255)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        rgb = (x * self.std + self.mean).mean(dim=(2, 3))
+        d2 = ((rgb[:, None, :] - self.colours[None]) ** 2).sum(-1) * 255 ** 2
+        return 15 * torch.exp(-d2 / 100)
+
+
+def write_tree(root, colour_of_file, classes, per_class, size=32):
+    """root/<class>/img_i.JPEG, painted colour_of_file(class_index, i)."""
+    for k, name in enumerate(classes):
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(per_class):
+            col = tuple(int(v) for v in colour_of_file(k, i))
+            Image.new("RGB", (size, size), col).save(root / name / f"img_{i}.JPEG", quality=100)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def test_calib_err_hand_example_drops_the_last_bin():
+    # 250 examples -> bins [0,100), [100,250); only the first is visited.
+    conf = np.r_[np.full(100, 0.6), np.full(150, 0.9)]
+    correct = np.r_[np.r_[np.ones(30), np.zeros(70)], np.zeros(150)]
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(250)
+    got = calib_err(conf[perm], correct[perm])
+    assert got == pytest.approx(math.sqrt(100 / 250 * (0.6 - 0.3) ** 2), abs=1e-15)
+    # including the last bin would add 150/250 * 0.9^2
+    assert got < math.sqrt(100 / 250 * 0.09 + 150 / 250 * 0.81)
+    with pytest.raises(ValueError, match="at least 100"):
+        calib_err(conf[:99], correct[:99])
+
+
+def test_alexnet_errors_give_mce_100():
+    errors = {c: {s: ALEXNET_ERR[c] for s in range(1, 6)} for c in CORRUPTIONS}
+    errors["spatter"] = {s: ALEXNET_ERR["spatter"] for s in range(1, 6)}
+    out = corruption_errors(errors, ALEXNET_CLEAN_ERR)
+    assert out["mce"] == pytest.approx(100.0, abs=1e-9)
+    assert out["relative_mce"] == pytest.approx(100.0, abs=1e-9)
+    assert out["extra_mean_ce"] == pytest.approx(100.0)  # reported apart, not in mCE
+    assert out["unnormalized_mce"] == pytest.approx(78.899, abs=1e-3)
+    with pytest.raises(ValueError, match="severities \\[1, 2, 3, 5\\]"):
+        corruption_errors({"fog": {1: .5, 2: .5, 3: .5, 5: .5}})
+
+
+def test_ood_measures_match_sklearn_and_fpr95_by_hand():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    out_s, in_s = rng.normal(1, 1, 200), rng.normal(0, 1, 1000)
+    m = ood_measures(out_s, in_s)
+    y = np.r_[np.ones(200), np.zeros(1000)]
+    s = np.r_[out_s, in_s]
+    assert m["auroc"] == pytest.approx(100 * roc_auc_score(y, s))
+    assert m["aupr"] == pytest.approx(100 * average_precision_score(y, s))
+    # by hand: 4 positives (10, 9, 7, 6), 4 negatives (8, 5, 4, 3): recall 0.75 at threshold 7
+    # (1 negative above) and 1.0 at 6 (1 negative); closest to 0.95 is 1.0 -> FPR 1/4
+    assert fpr_at_recall([10, 9, 8, 7, 6, 5, 4, 3], [1, 1, 0, 1, 1, 0, 0, 0]) == 0.25
+
+
+def test_top5_distance_and_flip_probability():
+    base = np.arange(10, 0, -1, dtype=float)  # class 0 first
+    assert top5_distance(base, base) == 0
+    swap = base.copy()
+    swap[[0, 1]] = swap[[1, 0]]
+    assert top5_distance(base, swap) == 2
+    drop = base.copy()
+    drop[0] = -1  # rank 1 -> rank 10: min(10, 6) - 1 = 5, the others each move up one: 4
+    assert top5_distance(base, drop) == 5 + 4
+    assert flip_probability([1, 1, 2, 2, 1], noise=False) == 0.5
+    assert flip_probability([1, 1, 2, 2, 1], noise=True) == 0.5
+    assert flip_probability([1, 2, 1, 2], noise=True) == pytest.approx(2 / 3)
+
+
+def test_masks_are_the_published_200_class_lists():
+    for m in (IMAGENET_R, IMAGENET_A, IMAGENET_O):
+        assert len(m) == 200 and list(m) == sorted(set(m)) and 0 <= m[0] and m[-1] < 1000
+    assert (len(set(IMAGENET_A) & set(IMAGENET_R)), len(set(IMAGENET_A) & set(IMAGENET_O)),
+            len(set(IMAGENET_R) & set(IMAGENET_O))) == (86, 59, 36)
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-C end to end
+
+
+K, PER = 4, 5  # classes, images per class (20 per cell)
+
+
+def wrong_in_cell(ci, s):
+    """How many of the 20 images of cell (corruption ci, severity s) are painted wrong."""
+    return (3 * ci + 2 * s) % 11
+
+
+@pytest.fixture(scope="module")
+def imagenet_c_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inc")
+    cols = palette(K)
+    classes = [f"n{k:08d}" for k in range(K)]
+    write_tree(root / "val", lambda k, i: cols[(k + 1) % K] if k * PER + i < 3 else cols[k],
+               classes, PER, size=40)  # 3 clean mistakes of 20
+    for ci, c in enumerate(CORRUPTIONS + ("spatter",)):
+        group = "noise" if c.endswith("noise") else None  # mixed layout: some grouped
+        for s in range(1, 6):
+            n_wrong = wrong_in_cell(ci, s)
+            base = root / "c" / group / c / str(s) if group else root / "c" / c / str(s)
+            write_tree(base, lambda k, i, n=n_wrong: cols[(k + 1) % K] if k * PER + i < n
+                       else cols[k], classes, PER, size=224)
+    return root, cols
+
+
+def test_imagenet_c_errors_ce_and_relative_mce_are_exact(imagenet_c_tree, tmp_path):
+    root, cols = imagenet_c_tree
+    cells = find_imagenet_c(root / "c")
+    assert set(cells) == set(CORRUPTIONS) | {"spatter"} and sorted(cells["shot_noise"]) == [1, 2,
+                                                                                             3, 4, 5]
+    res = evaluate("colour-model", tmp_path / "ev", arch="colour", num_classes=K,
+                   imagenet_val=root / "val", imagenet_c=root / "c", model=ColourModel(cols),
+                   batch_size=8, threads=1)
+    assert res["clean"]["error"] == pytest.approx(15.0)  # 3 / 20
+    ic = res["imagenet_c"]
+    names = CORRUPTIONS + ("spatter",)
+    for ci, c in enumerate(names):
+        errs = [wrong_in_cell(ci, s) / 20 for s in range(1, 6)]
+        for s in range(1, 6):
+            assert ic["cells"][c][str(s)]["error"] == pytest.approx(100 * errs[s - 1])
+        mean = np.mean(errs)
+        row = ic["per_corruption"][c]
+        assert row["mean_error"] == pytest.approx(100 * mean)
+        assert row["ce"] == pytest.approx(100 * mean / ALEXNET_ERR[c])
+        assert row["relative_ce"] == pytest.approx(100 * (mean - 0.15)
+                                                   / (ALEXNET_ERR[c] - ALEXNET_CLEAN_ERR))
+    ce = [ic["per_corruption"][c]["ce"] for c in CORRUPTIONS]
+    assert ic["mce"] == pytest.approx(np.mean(ce))  # the 15 only: spatter stays out
+    assert ic["extra_mean_ce"] == pytest.approx(ic["per_corruption"]["spatter"]["ce"])
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert f"**mCE {ic['mce']:.2f} %**" in report and "canonical" in report
+    assert (tmp_path / "ev" / "imagenet_c.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert saved["imagenet_c"]["mce"] == pytest.approx(ic["mce"])
+    assert saved["versions"]["torch"]
+
+    # a second run reads every cell from the cache (an interrupted run resumes) ...
+    logs = []
+    again = evaluate("colour-model", tmp_path / "ev", arch="colour", num_classes=K,
+                     imagenet_c=root / "c", model=ColourModel(cols), batch_size=8, threads=1,
+                     log=logs.append)
+    assert sum("cached" in line for line in logs) == 80
+    for c, row in again["imagenet_c"]["per_corruption"].items():  # same numbers (no clean
+        assert (row["mean_error"], row["ce"]) == (ic["per_corruption"][c]["mean_error"],
+                                                  ic["per_corruption"][c]["ce"])  # set: no rel.)
+    # ... and --pixmix-compat is another protocol: its own cache entries, same errors here
+    compat = evaluate("colour-model", tmp_path / "ev2", arch="colour", num_classes=K,
+                      imagenet_c=root / "c", model=ColourModel(cols), batch_size=8, threads=1,
+                      pixmix_compat=True, corruptions=["fog"], log=lambda m: None)
+    assert "pixmix-compat" in compat["protocol"]["imagenet_c"]
+    assert compat["imagenet_c"]["missing"] and "mce" not in compat["imagenet_c"]
+
+
+def test_missing_severity_and_wrong_class_count_fail_clearly(imagenet_c_tree, tmp_path):
+    root, cols = imagenet_c_tree
+    partial = tmp_path / "partial"
+    write_tree(partial / "fog" / "1", lambda k, i: cols[k], [f"n{k:08d}" for k in range(K)], 1)
+    with pytest.raises(ValueError, match="fog has severities \\[1\\], expected 1-5"):
+        evaluate("m", tmp_path / "o", num_classes=K, imagenet_c=partial, model=ColourModel(cols))
+    with pytest.raises(ValueError, match="4 class folders, the model 1000 outputs"):
+        evaluate("m", tmp_path / "o", num_classes=1000, imagenet_c=root / "c",
+                 corruptions=["fog"], model=ColourModel(palette(1000)))
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate("m", tmp_path / "o", model=ColourModel(cols))
+    bad = tmp_path / "bad"
+    write_tree(bad / "fog" / "1", lambda k, i: cols[k], ["n0"], 1)
+    (bad / "fog" / "1" / "n0" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    for s in range(2, 6):
+        write_tree(bad / "fog" / str(s), lambda k, i: cols[k], ["n0"], 1)
+    with pytest.raises(ValueError, match="broken.JPEG"):
+        evaluate("m", tmp_path / "o", num_classes=1, imagenet_c=bad, model=ColourModel(cols[:1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-R / -A / -O masks
+
+
+@pytest.fixture(scope="module")
+def thousand(tmp_path_factory):
+    """A 1000-class val tree (one image per class) and colours per 1000-class index."""
+    root = tmp_path_factory.mktemp("k1000")
+    cols = palette(1000)
+    names = [f"n{j:08d}" for j in range(1000)]
+    write_tree(root / "val", lambda k, i: cols[k], names, 1, size=16)
+    return root, cols, names
+
+
+def test_subset_masks_route_folder_labels_to_the_right_logits(thousand, tmp_path):
+    root, cols, names = thousand
+    for key, idx in (("imagenet_r", IMAGENET_R), ("imagenet_a", IMAGENET_A)):
+        # folder k of the 200 holds a picture of 1000-class index idx[k]; 5 are painted as the
+        # next folder's class (known mistakes)
+        write_tree(tmp_path / key, lambda k, i: cols[idx[(k + 1) % 200]] if k < 5 else
+                   cols[idx[k]], [names[j] for j in idx], 1, size=16)
+    res = evaluate("m", tmp_path / "ev", num_classes=1000, imagenet_r=tmp_path / "imagenet_r",
+                   imagenet_a=tmp_path / "imagenet_a", model=ColourModel(cols), batch_size=50,
+                   threads=1)
+    assert res["imagenet_r"]["error"] == pytest.approx(2.5)  # 5 / 200
+    assert res["imagenet_a"]["error"] == pytest.approx(2.5)
+    assert res["imagenet_r"]["n"] == 200
+
+
+def test_imagenet_o_scores_against_val_of_its_classes(thousand, tmp_path):
+    root, cols, names = thousand
+    # anomalies: colours at the centres of the palette's grid cells, 11 grey levels from every
+    # class colour on each axis -> a flat softmax (max-softmax ~ 1/200) over the 200 O classes
+    write_tree(tmp_path / "o", lambda k, i: (31 + 22 * (k % 9), 31 + 22 * (k // 9 % 9),
+                                             31 + 22 * (k // 81 % 9)),
+               [names[j] for j in IMAGENET_O], 1, size=16)
+    res = evaluate("m", tmp_path / "ev", num_classes=1000, imagenet_val=root / "val",
+                   imagenet_o=tmp_path / "o", model=ColourModel(cols), batch_size=100, threads=1)
+    o = res["imagenet_o"]
+    assert (o["n_out"], o["n_in"]) == (200, 200)  # the val images of the 200 O classes
+    assert res["clean"]["error"] == 0.0
+    assert o["auroc"] == pytest.approx(100) and o["aupr"] == pytest.approx(100)  # every anomaly
+    assert o["fpr95"] == 0.0  # scores above every val image of the 200 classes
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-C and PGD
+
+
+def test_cifar_c_mean_error(tmp_path):
+    cols = palette(10)
+    labels = np.tile(np.arange(10), 2 * 5).astype(np.uint8)  # 5 severities x 20 images
+    np.save(tmp_path / "labels.npy", labels)
+    expected = {}
+    for ci, c in enumerate(CORRUPTIONS):
+        imgs = np.empty((len(labels), 32, 32, 3), np.uint8)
+        n_wrong = ci % 7
+        for r, y in enumerate(labels):
+            imgs[r] = cols[(y + 1) % 10] if r < n_wrong else cols[y]
+        np.save(tmp_path / f"{c}.npy", imgs)
+        expected[c] = 100 * n_wrong / len(labels)
+    res = evaluate("m", tmp_path / "ev", num_classes=10, cifar_c=tmp_path,
+                   model=ColourModel(cols, mean=(0.5,) * 3, std=(0.5,) * 3))
+    assert res["cifar_c"]["per_corruption"] == pytest.approx(expected)
+    assert res["cifar_c"]["mean_error"] == pytest.approx(np.mean(list(expected.values())))
+
+
+def test_pgd_breaks_a_linear_model_and_keeps_the_reference_start_quirk():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    images = np.zeros((30, 8, 8, 3), np.uint8)  # black: the random start leaves [0, 1]
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(float(i[0].detach().min())))
+    labels = model(torch.zeros(30, 3, 8, 8) * 2 - 1).argmax(1).numpy()  # clean: all correct
+    seen.clear()
+    err = pgd_error(model, images, labels, steps=5)
+    assert seen[0] < -1.0            # the first forward saw 2x - 1 with x < 0 (reference)
+    seen.clear()
+    pgd_error(model, images, labels, steps=5, clamp_start=True)
+    assert seen[0] >= -1.0           # fixed: clamped start
+    assert pgd_error(model, images, labels, eps=0.0, steps=3) == 0.0  # no budget, no error
+    strong = pgd_error(model, images, labels, eps=0.5, steps=20, step_size=0.05)
+    assert strong > 50 and 0 <= err <= 100
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints and the command line
+
+
+def test_checkpoint_formats_and_cli(tmp_path, capsys):
+    import torchvision
+
+    from ipmix_dali.cli import main
+    from ipmix_dali.eval.checkpoints import load_model
+
+    net = torchvision.models.resnet18(num_classes=3)
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}},
+               tmp_path / "released.pth")
+    torch.save(net.state_dict(), tmp_path / "plain.pth")
+    torch.save({"model": net.state_dict(), "step": 3}, tmp_path / "ours.pt")
+    for name in ("released.pth", "plain.pth", "ours.pt"):
+        m = load_model(str(tmp_path / name), "resnet18", 3)
+        assert torch.equal(m.fc.weight, net.fc.weight) and not m.training
+    with pytest.raises(ValueError, match="missing keys .*unexpected keys .*wrong shapes"):
+        load_model(str(tmp_path / "plain.pth"), "resnet34", 3)
+    with pytest.raises(ValueError, match="does not fit resnet18 with 10 classes"):
+        load_model(str(tmp_path / "plain.pth"), "resnet18", 10)
+    from fractions import Fraction
+
+    torch.save({"model": net.state_dict(), "extra": Fraction(1, 3)}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="--unsafe-pickle"):
+        load_model(str(tmp_path / "pickled.pt"), "resnet18", 3)
+
+    cols = palette(3)
+    write_tree(tmp_path / "val", lambda k, i: cols[k], ["a", "b", "c"], 2, size=32)
+    rc = main(["eval", "--checkpoint", str(tmp_path / "ours.pt"), "--arch", "resnet18",
+               "--num-classes", "3", "--imagenet-val", str(tmp_path / "val"), "--out",
+               str(tmp_path / "cli"), "--batch-size", "4"])
+    assert rc == 0
+    res = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert res["clean"]["n"] == 6 and 0 <= res["clean"]["error"] <= 100
+    rc = main(["eval-compare", str(tmp_path / "cli"), str(tmp_path / "cli")])
+    assert rc == 0 and "| clean err |" in capsys.readouterr().out
+    rc = main(["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--imagenet-val",
+               str(tmp_path / "val"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not exist" in err and err.count("\n") == 1
