@@ -38,6 +38,10 @@ setup(
         "nvidia-dali-cuda120>=2.4",
         # The trainer's event files (torch.utils.tensorboard).
         "tensorboard>=2.14",
+        # Evaluation: ECE as torchmetrics computes it; ImageNet-P's MP4 frames through OpenCV
+        # (the reference decoder).
+        "torchmetrics>=1.0",
+        "opencv-python-headless>=4.8",
     ],
     extras_require={
         # NVRTC compiles every kernels/*.cu in CI without a GPU; hadolint lints the Dockerfile.

@@ -8,7 +8,7 @@ import torch
 
 log = logging.getLogger("ipmix_dali.eval")
 
-__all__ = ["load_model", "extract_state_dict"]
+__all__ = ["load_model", "extract_state_dict", "load_fitting"]
 
 
 def extract_state_dict(obj) -> dict:
@@ -46,18 +46,23 @@ def load_model(path, arch: str = "resnet50", num_classes: int = 1000,
                 "it, pass --unsafe-pickle")
         raise ValueError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}{hint}") \
             from None
-    state = extract_state_dict(obj)
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    load_fitting(model, extract_state_dict(obj), f"checkpoint {path}", arch, num_classes)
+    return model.eval()
+
+
+def load_fitting(model, state: dict, what: str, arch: str, num_classes: int) -> None:
+    """``model.load_state_dict(state)``, or one ValueError naming the missing, unexpected and
+    wrongly shaped keys (a wrong architecture or class count)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     resized = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
                if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or resized:
-        raise ValueError(f"checkpoint {path} does not fit {arch} with {num_classes} classes: "
+        raise ValueError(f"{what} does not fit {arch} with {num_classes} classes: "
                          f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}, "
                          f"unexpected keys {unexpected[:6]}"
                          f"{' ...' if len(unexpected) > 6 else ''}, wrong shapes {resized[:6]}: "
                          f"pass the right --arch / --num-classes")
     model.load_state_dict(state)
-    return model.eval()

@@ -10,6 +10,8 @@
   the 15 standard corruptions; the 4 extra corruptions reported apart.
 * ImageNet-R / -A: logits sliced to the 200 classes; ImageNet-O: AUROC / AUPR / FPR95 against the
   val images of its 200 classes (needs ``--imagenet-val``).
+* ImageNet-P at difficulty 1: flip probability and top-5 distance; mFR / mT5D with AlexNet
+  normalisers given (``--alexnet-p``) or measured (``--measure-alexnet WEIGHTS``).
 * CIFAR-10/100-C (``.npy`` layout): mean error over 15 corruptions x 5 severities.
 * PGD (CIFAR protocol): L-inf, eps 2/255, 20 steps of 0.5/255 on ``--cifar-test`` (``.npz``).
 
@@ -156,10 +158,11 @@ def pgd_error(model, images, labels, eps=2 / 255, steps=20, step_size=0.5 / 255,
 
 
 def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=None,
-             imagenet_c=None, imagenet_r=None, imagenet_a=None, imagenet_o=None, cifar_c=None,
+             imagenet_c=None, imagenet_r=None, imagenet_a=None, imagenet_o=None,
+             imagenet_p=None, alexnet_p=None, measure_alexnet=None, cifar_c=None,
              cifar_test=None, pgd=False, pgd_clamp_start=False, pixmix_compat=False,
              corruptions=None, device="cpu", batch_size=64, threads=2, unsafe_pickle=False,
-             amp=False, model=None, log=print) -> dict:
+             amp=False, channels_last=False, model=None, log=print) -> dict:
     """Evaluate ``checkpoint`` (or an already built ``model``, for the Python API: then
     ``checkpoint`` only names it in the report and the cache) on every set given."""
     from ipmix_dali.datasets import scan_image_folder
@@ -168,10 +171,14 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
     from .masks import MASKS
     from .runner import Evaluator
 
-    if not any([imagenet_val, imagenet_c, imagenet_r, imagenet_a, imagenet_o, cifar_c, pgd]):
+    if not any([imagenet_val, imagenet_c, imagenet_r, imagenet_a, imagenet_o, imagenet_p,
+                cifar_c, pgd]):
         raise ValueError("nothing to evaluate: pass at least one of --imagenet-val, "
-                         "--imagenet-c, --imagenet-r, --imagenet-a, --imagenet-o, --cifar-c, "
-                         "--pgd")
+                         "--imagenet-c, --imagenet-r, --imagenet-a, --imagenet-o, "
+                         "--imagenet-p, --cifar-c, --pgd")
+    if (alexnet_p or measure_alexnet) and not imagenet_p:
+        raise ValueError("--alexnet-p / --measure-alexnet normalise ImageNet-P: pass "
+                         "--imagenet-p DIR too")
     if imagenet_o and not imagenet_val:
         raise ValueError("--imagenet-o needs --imagenet-val: its in-distribution set is the val "
                          "images of the 200 ImageNet-O classes")
@@ -205,7 +212,7 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                                "ECE: torchmetrics, 15 bins, L1"}
     os.makedirs(out, exist_ok=True)
     ev = Evaluator(model, device, batch_size, threads, os.path.join(out, "cache"), cache_key,
-                   amp=amp, log=log)
+                   amp=amp, channels_last=channels_last, log=log)
     results = {"checkpoint": str(checkpoint), "arch": arch,
                "num_classes": num_classes, "protocol": protocol, "versions": _versions()}
     t0 = time.perf_counter()
@@ -261,6 +268,20 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                       logit_mask=mask)
         results["imagenet_o"] = {**ood_measures(-r_out["confidence"], -r_in["confidence"]),
                                  "n_out": r_out["n"], "n_in": r_in["n"]}
+    if imagenet_p:
+        from .imagenet_p import evaluate_imagenet_p, measure_alexnet as _measure
+
+        normalisers = None
+        if measure_alexnet:
+            log("ImageNet-P with AlexNet (the normalisers)")
+            normalisers = _measure(measure_alexnet, imagenet_p, device, log)
+            write_json(os.path.join(out, "alexnet_p.json"), normalisers)
+        elif alexnet_p:
+            with open(alexnet_p) as f:
+                normalisers = json.load(f)
+        log("ImageNet-P (difficulty 1)")
+        results["imagenet_p"] = evaluate_imagenet_p(model, imagenet_p, device, alexnet=normalisers,
+                                                    log=log)
     if cifar_c:
         log("CIFAR-C")
         results["cifar_c"] = _cifar_c(model, cifar_c, device, batch_size, log)
@@ -332,6 +353,15 @@ def report_markdown(r) -> str:
         lines += ["## ImageNet-O", "", f"AUPR {_fmt(o['aupr'])} %, AUROC {_fmt(o['auroc'])} %, "
                   f"FPR95 {_fmt(o['fpr95'])} % ({o['n_out']} anomalies vs {o['n_in']} val images; "
                   f"score = -max softmax over the 200 classes)", ""]
+    if "imagenet_p" in r:
+        ip = r["imagenet_p"]
+        lines += ["## ImageNet-P (difficulty 1)", "", "| perturbation | flip prob. | top-5 dist. | "
+                  "FR | T5D ratio | videos |", "|---|---|---|---|---|---|"]
+        for p, v in ip["per_perturbation"].items():
+            lines.append(f"| {p} | {_fmt(v['flip_probability'])} | {_fmt(v['top5_distance'], 3)} "
+                         f"| {_fmt(v.get('fr'))} | {_fmt(v.get('t5d_ratio'))} | {v['videos']} |")
+        lines += ["", f"mFR {_fmt(ip.get('mfr'))} %, mT5D {_fmt(ip.get('mt5d'))} % (AlexNet = 100; "
+                  f"needs AlexNet normalisers: --alexnet-p or --measure-alexnet)", ""]
     if "cifar_c" in r:
         cc = r["cifar_c"]
         lines += ["## CIFAR-C", "", f"mean corruption error {_fmt(cc['mean_error'])} % over "
@@ -396,7 +426,8 @@ def compare(outs, log=print) -> str:
     cols = [("clean err", ("clean", "error")), ("mCE", ("imagenet_c", "mce")),
             ("rel. mCE", ("imagenet_c", "relative_mce")), ("C RMS", ("imagenet_c", "mean_rms")),
             ("R err", ("imagenet_r", "error")), ("A err", ("imagenet_a", "error")),
-            ("O AUPR", ("imagenet_o", "aupr")), ("CIFAR-C err", ("cifar_c", "mean_error")),
+            ("O AUPR", ("imagenet_o", "aupr")), ("mFR", ("imagenet_p", "mfr")),
+            ("CIFAR-C err", ("cifar_c", "mean_error")),
             ("PGD err", ("pgd", "error"))]
     cols = [c for c in cols if any(get(r, *c[1]) is not None for _, r in rows)]
     lines = ["| run | " + " | ".join(c[0] for c in cols) + " |",

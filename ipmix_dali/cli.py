@@ -182,8 +182,12 @@ def _add_eval(sub):
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--num-classes", type=int, default=1000)
     for name in ("imagenet-val", "imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o",
-                 "cifar-c"):
+                 "imagenet-p", "cifar-c"):
         p.add_argument(f"--{name}", default=None, metavar="DIR")
+    p.add_argument("--alexnet-p", default=None, metavar="JSON",
+                   help="AlexNet's ImageNet-P FP/T5D per perturbation (for mFR / mT5D)")
+    p.add_argument("--measure-alexnet", default=None, metavar="WEIGHTS",
+                   help="measure those normalisers with torchvision AlexNet weights")
     p.add_argument("--cifar-test", default=None, metavar="NPZ",
                    help="CIFAR test set for --pgd: arrays 'images' (N, 32, 32, 3) and 'labels'")
     p.add_argument("--pgd", action="store_true", help="L-inf PGD, eps 2/255, 20 steps (CIFAR)")
@@ -198,6 +202,7 @@ def _add_eval(sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="DALI decoding threads")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPU")
+    p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
     p.add_argument("--unsafe-pickle", action="store_true",
                    help="torch.load with weights_only=False (only for files you trust)")
     p.add_argument("--out", required=True)
@@ -215,12 +220,14 @@ def _run_eval(args) -> int:
     evaluate(args.checkpoint, args.out, arch=args.arch, num_classes=args.num_classes,
              imagenet_val=args.imagenet_val, imagenet_c=args.imagenet_c,
              imagenet_r=args.imagenet_r, imagenet_a=args.imagenet_a,
-             imagenet_o=args.imagenet_o, cifar_c=args.cifar_c, cifar_test=args.cifar_test,
+             imagenet_o=args.imagenet_o, imagenet_p=args.imagenet_p, alexnet_p=args.alexnet_p,
+             measure_alexnet=args.measure_alexnet, cifar_c=args.cifar_c,
+             cifar_test=args.cifar_test,
              pgd=args.pgd, pgd_clamp_start=args.pgd_clamp_start,
              pixmix_compat=args.pixmix_compat,
              corruptions=args.corruptions.split(",") if args.corruptions else None,
              device=device, batch_size=args.batch_size, threads=args.threads,
-             unsafe_pickle=args.unsafe_pickle, amp=args.amp)
+             unsafe_pickle=args.unsafe_pickle, amp=args.amp, channels_last=args.channels_last)
     print(f"wrote {args.out}/results.json and report.md")
     return 0
 

@@ -349,3 +349,58 @@ def test_checkpoint_formats_and_cli(tmp_path, capsys):
                str(tmp_path / "val"), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and "does not exist" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-P
+
+
+def _write_video(path, colours, size=32):
+    import cv2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 1, (size, size))
+    for c in colours:
+        w.write(np.full((size, size, 3), c[::-1], np.uint8))  # OpenCV writes BGR
+    w.release()
+
+
+def test_imagenet_p_flip_probability_t5d_and_mfr(tmp_path):
+    pytest.importorskip("cv2")
+    from ipmix_dali.eval.imagenet_p import P_PERTURBATIONS, evaluate_imagenet_p, read_video
+
+    cols = palette(8)
+    model = ColourModel(cols)
+    # class sequences per video: flips between consecutive frames, or against frame 0 (noise)
+    seqs = [[0, 0, 1, 1, 0], [2, 2, 2, 2, 2]]
+    for p in P_PERTURBATIONS:
+        for v, seq in enumerate(seqs):
+            _write_video(tmp_path / p / f"n{v:08d}" / f"vid{v}.mp4", [cols[k] for k in seq])
+    assert read_video(tmp_path / "rotate" / "n00000000" / "vid0.mp4").shape == (5, 32, 32, 3)
+    alex = {"fp": {p: 50.0 for p in P_PERTURBATIONS}, "t5d": {p: 2.0 for p in P_PERTURBATIONS}}
+    res = evaluate_imagenet_p(model, tmp_path, alexnet=alex, log=lambda m: None)
+    per = res["per_perturbation"]
+    # consecutive: 2 flips of 4 comparisons, and 0 -> (0.5 + 0) / 2 = 25 %
+    assert per["rotate"]["flip_probability"] == pytest.approx(25.0)
+    # noise, against frame 0: frames 2 and 3 differ from it -> 2 / 4, and 0 -> 25 % again;
+    # a sequence where they differ: [0, 1, 1, 1, 1] gives 100 % for noise, 25 % otherwise
+    assert per["gaussian_noise"]["flip_probability"] == pytest.approx(25.0)
+    assert per["rotate"]["fr"] == pytest.approx(50.0)
+    assert res["mfr"] == pytest.approx(50.0)
+    # T5D against a direct computation on the same frames
+    from ipmix_dali.eval.metrics import top5_distance
+
+    def t5d(seq, noise):
+        frames = torch.tensor(np.stack([np.full((32, 32, 3), cols[k]) for k in seq]),
+                              dtype=torch.float32).permute(0, 3, 1, 2) / 255
+        m, s = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        lg = model((frames - m) / s).detach().numpy()
+        pairs = [(0 if noise else j - 1, j) for j in range(1, len(seq))]
+        return np.mean([top5_distance(lg[a], lg[b]) for a, b in pairs])
+
+    want = np.mean([t5d(q, False) for q in seqs])
+    assert per["rotate"]["top5_distance"] == pytest.approx(want, abs=0.3)  # mp4v shifts colours
+    assert res["mt5d"] == pytest.approx(np.mean([per[p]["t5d_ratio"] for p in P_PERTURBATIONS]))
+    _write_video(tmp_path / "bad" / "scale" / "n0" / "one.mp4", [cols[0]])
+    with pytest.raises(ValueError, match="1 frame\\(s\\) decoded"):
+        evaluate_imagenet_p(model, tmp_path / "bad", log=lambda m: None)

@@ -107,19 +107,11 @@ def _model(cfg: TrainConfig, num_classes: int):
         raise ValueError(f"--norm must be 'batch' or 'group', got {cfg.norm!r}")
     model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes, **extra)
     if cfg.init_weights:
+        from ipmix_dali.eval.checkpoints import extract_state_dict, load_fitting
+
         state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
-        state = state.get("model", state.get("state_dict", state))
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        resized = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
-        if missing or unexpected or resized:
-            raise ValueError(f"--init-weights {cfg.init_weights} does not fit {cfg.arch} with "
-                             f"{num_classes} classes: missing {missing[:5]}, unexpected "
-                             f"{unexpected[:5]}, wrong shape {resized[:5]}")
-        model.load_state_dict(state)
+        load_fitting(model, extract_state_dict(state), f"--init-weights {cfg.init_weights}",
+                     cfg.arch, num_classes)
     return model
 
 
