@@ -94,11 +94,14 @@ def evaluate_imagenet_p(model, root, device="cpu", mean=(0.485, 0.456, 0.406),
     if alexnet:
         per = out["per_perturbation"]
         if all(p in per and p in alexnet["fp"] and p in alexnet["t5d"] for p in P_PERTURBATIONS):
-            for p in P_PERTURBATIONS:
-                per[p]["fr"] = 100 * per[p]["flip_probability"] / alexnet["fp"][p]
-                per[p]["t5d_ratio"] = 100 * per[p]["top5_distance"] / alexnet["t5d"][p]
-            out["mfr"] = float(np.mean([per[p]["fr"] for p in P_PERTURBATIONS]))
-            out["mt5d"] = float(np.mean([per[p]["t5d_ratio"] for p in P_PERTURBATIONS]))
+            for p in P_PERTURBATIONS:  # a zero normaliser (AlexNet never flipped) has no ratio
+                fp, t5 = alexnet["fp"][p], alexnet["t5d"][p]
+                per[p]["fr"] = 100 * per[p]["flip_probability"] / fp if fp > 0 else None
+                per[p]["t5d_ratio"] = 100 * per[p]["top5_distance"] / t5 if t5 > 0 else None
+            frs = [per[p]["fr"] for p in P_PERTURBATIONS]
+            t5s = [per[p]["t5d_ratio"] for p in P_PERTURBATIONS]
+            out["mfr"] = float(np.mean(frs)) if None not in frs else None
+            out["mt5d"] = float(np.mean(t5s)) if None not in t5s else None
         else:
             out["missing_for_mfr"] = [p for p in P_PERTURBATIONS if p not in per]
     return out

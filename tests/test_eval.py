@@ -404,3 +404,25 @@ def test_imagenet_p_flip_probability_t5d_and_mfr(tmp_path):
     _write_video(tmp_path / "bad" / "scale" / "n0" / "one.mp4", [cols[0]])
     with pytest.raises(ValueError, match="1 frame\\(s\\) decoded"):
         evaluate_imagenet_p(model, tmp_path / "bad", log=lambda m: None)
+
+
+def test_measure_alexnet_normalises_mfr_to_100_for_alexnet_itself(tmp_path):
+    pytest.importorskip("cv2")
+    import torchvision
+
+    from ipmix_dali.eval.imagenet_p import P_PERTURBATIONS
+
+    torch.manual_seed(0)
+    alex = torchvision.models.alexnet(weights=None)
+    torch.save(alex.state_dict(), tmp_path / "alexnet.pth")
+    rng = np.random.default_rng(0)
+    for p in P_PERTURBATIONS:
+        frames = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(4)]
+        _write_video(tmp_path / "p" / p / "n0" / "v.mp4", frames, size=64)
+    res = evaluate("alexnet.pth", tmp_path / "ev", imagenet_p=tmp_path / "p",
+                   measure_alexnet=str(tmp_path / "alexnet.pth"), model=alex, log=lambda m: None)
+    norm = json.loads((tmp_path / "ev" / "alexnet_p.json").read_text())
+    assert set(norm["fp"]) == set(P_PERTURBATIONS)
+    ip = res["imagenet_p"]
+    defined = [p for p in P_PERTURBATIONS if norm["fp"][p] > 0]
+    assert all(ip["per_perturbation"][p]["fr"] == pytest.approx(100.0) for p in defined)
