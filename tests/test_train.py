@@ -196,3 +196,19 @@ def test_init_weights_loads_released_formats_and_names_mismatches(tmp_path):
                                                  src.state_dict().values()))
     with pytest.raises(ValueError, match="does not fit resnet18 with 10 classes"):
         _model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 10)
+
+
+def test_aug_options_reach_the_method_config():
+    from ipmix_dali.config import make_config
+    from ipmix_dali.train.engine import parse_aug_options
+
+    opts = parse_aug_options("k=2,t=1,beta=3.5,all_ops=true,patch_sizes=4:8:16,overflow=clip")
+    assert opts == {"k": 2, "t": 1, "beta": 3.5, "all_ops": True, "patch_sizes": (4, 8, 16),
+                    "overflow": "clip"}
+    cfg = make_config("ipmix", "imagenet", **opts)
+    assert (cfg.k, cfg.t, cfg.beta, cfg.all_ops, cfg.patch_sizes, cfg.overflow) == (
+        2, 1, 3.5, True, (4, 8, 16), "clip")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_aug_options("k3")
+    with pytest.raises(ValueError, match="no option"):
+        make_config("ipmix", "imagenet", **parse_aug_options("depth=3"))

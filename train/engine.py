@@ -68,6 +68,7 @@ class TrainConfig:
     resume: str = "auto"       # auto | none | PATH
     skip_bad_files: bool = False
     log_every: int = 10
+    aug: Optional[str] = None      # method options, "k=3,t=3,beta=4,all_ops=True,patch_sizes=4:8:16"
     recipe: Optional[str] = None   # ipmix-imagenet | resnet50-90ep (explicit flags override it)
     min_lr: float = 0.0            # the cosine ends here (the IPMix scripts: 1e-6)
     lr_reference_batch: int = 0    # >0: lr is per this many images, scaled by the global batch
@@ -191,6 +192,29 @@ def _truncate_jsonl(path, step):
     os.replace(tmp, path)
 
 
+def parse_aug_options(text: Optional[str]) -> dict:
+    """``"k=3,beta=4.0,all_ops=true,patch_sizes=4:8:16"`` -> options of ``make_config`` (every
+    hyperparameter of the method; ``:`` separates the items of a tuple)."""
+    import ast
+
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--aug {text!r}: expected KEY=VALUE items separated by commas")
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        elif ":" in value:
+            out[key] = tuple(ast.literal_eval(v) for v in value.split(":"))
+        else:
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                out[key] = value
+    return out
+
+
 def _data(cfg: TrainConfig, d, device):
     """(train loader, val loader or None, number of classes), sharded by rank."""
     if cfg.data == "synthetic":
@@ -214,6 +238,7 @@ def _data(cfg: TrainConfig, d, device):
     extra = {}
     if cfg.method == "ipmix" and cfg.image_size < 224:
         extra["patch_sizes"] = tuple(p for p in (4, 8, 16, 32, 64, 224) if p <= cfg.image_size)
+    extra.update(parse_aug_options(cfg.aug))
     aug = make_config(cfg.method, cfg.preset, jsd=cfg.jsd, image_size=cfg.image_size, **extra)
     bank = None
     if cfg.method in ("pixmix", "ipmix", "layermix"):
