@@ -162,7 +162,8 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
              imagenet_p=None, alexnet_p=None, measure_alexnet=None, cifar_c=None,
              cifar_test=None, pgd=False, pgd_clamp_start=False, pixmix_compat=False,
              corruptions=None, device="cpu", batch_size=64, threads=2, unsafe_pickle=False,
-             amp=False, channels_last=False, model=None, log=print) -> dict:
+             amp=False, channels_last=False, corrupt_on_the_fly=False, seed=0, model=None,
+             log=print) -> dict:
     """Evaluate ``checkpoint`` (or an already built ``model``, for the Python API: then
     ``checkpoint`` only names it in the report and the cache) on every set given."""
     from ipmix_dali.datasets import scan_image_folder
@@ -179,6 +180,9 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
     if (alexnet_p or measure_alexnet) and not imagenet_p:
         raise ValueError("--alexnet-p / --measure-alexnet normalise ImageNet-P: pass "
                          "--imagenet-p DIR too")
+    if corrupt_on_the_fly and (not imagenet_val or imagenet_c):
+        raise ValueError("--corrupt-on-the-fly corrupts --imagenet-val in memory (ImageNet-C-"
+                         "style); pass --imagenet-val and no --imagenet-c")
     if imagenet_o and not imagenet_val:
         raise ValueError("--imagenet-o needs --imagenet-val: its in-distribution set is the val "
                          "images of the 200 ImageNet-O classes")
@@ -244,6 +248,29 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                if c in CORRUPTIONS and cell["rms"] is not None]
         results["imagenet_c"] = {"cells": table, **summary,
                                  "mean_rms": float(np.mean(rms)) if rms else None}
+    if corrupt_on_the_fly:
+        from ipmix_dali.corruptions.make import corrupted_arrays, preprocess
+
+        names = list(corruptions or CORRUPTIONS)
+        log(f"ImageNet-C-style corruptions of the val set, in memory ({len(names)} x 5)")
+        protocol["imagenet_c"] = ("ImageNet-C-style, generated in memory from the val set "
+                                  "(Resize(256) + CenterCrop(224), corruption, JPEG q85; not "
+                                  "the canonical ImageNet-C)")
+        val_images = np.stack([preprocess(f) for f in val_files.files])
+        errors, table = {}, {}
+        for c in names:
+            for s in range(1, 6):
+                images = corrupted_arrays(val_images, c, s, seed)
+                r = ev.run_arrays(f"otf/{c}/{s}", images, val_files.labels, val_files.num_classes,
+                                  key=f"{val_files.source}:{c}:{s}:{seed}")
+                errors.setdefault(c, {})[s] = r["error"] / 100
+                table.setdefault(c, {})[str(s)] = strip(r)
+        clean = results["clean"]["error"]
+        summary = corruption_errors(errors, clean / 100)
+        rms = [cell["rms"] for c in table for cell in table[c].values() if cell["rms"] is not None]
+        results["imagenet_c"] = {"cells": table, **summary,
+                                 "mean_rms": float(np.mean(rms)) if rms else None,
+                                 "generated": True}
     for name, folder in (("imagenet_r", imagenet_r), ("imagenet_a", imagenet_a)):
         if folder:
             log(name)

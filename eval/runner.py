@@ -27,6 +27,16 @@ class SetResult(dict):
     ``images_per_s``, plus the arrays ``confidence`` and ``correct`` (not in the report)."""
 
 
+class _ArrayNames:
+    """What the cache key needs of an in-memory set."""
+
+    def __init__(self, source, n, num_classes):
+        self.source, self.n, self.num_classes = source, n, num_classes
+
+    def __len__(self):
+        return self.n
+
+
 class Evaluator:
     """Run sets through ``model`` on ``device`` ("cpu" or "gpu").
 
@@ -65,19 +75,46 @@ class Evaluator:
                     list(map(int, logit_mask)), "mean": list(mean), "std": list(std)}
         path = self._cache_path(name, files, protocol)
         if path and os.path.exists(path) and not keep_logits:
-            with np.load(path, allow_pickle=False) as z:
-                res = SetResult(json.loads(str(z["meta"])))
-                res["confidence"], res["correct"] = z["confidence"], z["correct"]
-            res["cached"] = True
-            self.log(f"  {name}: cached, error {res['error']:.2f}%")
-            return res
-        from torchmetrics.classification import MulticlassCalibrationError
-
+            return self._cached(name, path)
         from ipmix_dali.loader import val_loader
 
         loader = val_loader(files, batch_size=self.batch_size, device=self.dali_device,
                             resize=resize, crop=crop, mean=mean, std=std,
                             num_threads=self.threads)
+        return self._stream(name, loader, files.num_classes, files.source, logit_mask, path,
+                            keep_logits)
+
+    def run_arrays(self, name: str, images, labels, num_classes: int, logit_mask=None,
+                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), key=""):
+        """The same for uint8 (N, H, W, 3) images already preprocessed (in-memory corruptions).
+        ``key`` names the images for the cache (e.g. the corruption, severity and seed)."""
+        path = self._cache_path(name, _ArrayNames(key, len(images), num_classes),
+                                {"arrays": key, "mean": list(mean), "std": list(std)})
+        if path and os.path.exists(path):
+            return self._cached(name, path)
+        m = torch.tensor(mean).view(1, 3, 1, 1)
+        s = torch.tensor(std).view(1, 3, 1, 1)
+        labels = np.asarray(labels)
+
+        def batches():
+            for i in range(0, len(images), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size]))
+                x = (x.permute(0, 3, 1, 2).float() / 255 - m) / s
+                yield x, torch.from_numpy(labels[i:i + self.batch_size]).long()
+
+        return self._stream(name, batches(), num_classes, key, logit_mask, path, False)
+
+    def _cached(self, name, path):
+        with np.load(path, allow_pickle=False) as z:
+            res = SetResult(json.loads(str(z["meta"])))
+            res["confidence"], res["correct"] = z["confidence"], z["correct"]
+        res["cached"] = True
+        self.log(f"  {name}: cached, error {res['error']:.2f}%")
+        return res
+
+    def _stream(self, name, batches, set_classes, source, logit_mask, path, keep_logits):
+        from torchmetrics.classification import MulticlassCalibrationError
+
         mask = None if logit_mask is None else torch.as_tensor(np.asarray(logit_mask),
                                                                device=self.device)
         classes = None
@@ -85,7 +122,7 @@ class Evaluator:
         ece_metric = None
         t0 = time.perf_counter()
         with torch.no_grad():
-            for images, labels in loader:
+            for images, labels in batches:
                 images, labels = images.to(self.device), labels.to(self.device)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -96,9 +133,9 @@ class Evaluator:
                     logits = logits[:, mask]
                 if classes is None:
                     classes = logits.shape[1]
-                    if files.num_classes > classes:
-                        raise ValueError(f"{files.source} has {files.num_classes} class folders "
-                                         f"but the model gives {classes} logits: pass the right "
+                    if set_classes > classes:
+                        raise ValueError(f"{source} has {set_classes} class folders but the "
+                                         f"model gives {classes} logits: pass the right "
                                          f"--num-classes, or the set's 200-class subset")
                     ece_metric = MulticlassCalibrationError(num_classes=classes, n_bins=15,
                                                             norm="l1").to(self.device)

@@ -197,6 +197,9 @@ def _add_eval(sub):
                    help="ImageNet-C through Resize(256) + CenterCrop(224) like the PixMix/IPMix "
                         "scripts (default: the canonical protocol, files as they are)")
     p.add_argument("--corruptions", default=None, help="comma list (default: every one found)")
+    p.add_argument("--corrupt-on-the-fly", action="store_true",
+                   help="ImageNet-C-style corruptions of --imagenet-val made in memory")
+    p.add_argument("--seed", type=int, default=0, help="seed of --corrupt-on-the-fly")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None,
                    help="default: gpu when CUDA is available")
     p.add_argument("--batch-size", type=int, default=64)
@@ -227,7 +230,8 @@ def _run_eval(args) -> int:
              pixmix_compat=args.pixmix_compat,
              corruptions=args.corruptions.split(",") if args.corruptions else None,
              device=device, batch_size=args.batch_size, threads=args.threads,
-             unsafe_pickle=args.unsafe_pickle, amp=args.amp, channels_last=args.channels_last)
+             unsafe_pickle=args.unsafe_pickle, amp=args.amp, channels_last=args.channels_last,
+             corrupt_on_the_fly=args.corrupt_on_the_fly, seed=args.seed)
     print(f"wrote {args.out}/results.json and report.md")
     return 0
 
@@ -242,6 +246,65 @@ def _run_eval_compare(args) -> int:
     from .eval.evaluate import compare
 
     compare(args.outs)
+    return 0
+
+
+def _add_make_corrupted(sub):
+    p = sub.add_parser("make-corrupted", help="an ImageNet-C-style set (corruption/severity/"
+                                              "class/*.JPEG) from any ImageFolder")
+    p.add_argument("--src", required=True, help="ImageFolder tree (e.g. imagenet/val)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--corruptions", default=None,
+                   help="comma list (default: the 15 standard; 'all' adds the 4 extras)")
+    p.add_argument("--severities", default="1-5")
+    p.add_argument("--size", type=int, default=224, help="crop side (32 selects the CIFAR "
+                                                         "parameters)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--skip-bad-files", action="store_true")
+    p.set_defaults(func=_run_make_corrupted)
+
+
+def _run_make_corrupted(args) -> int:
+    from .corruptions import ALL, STANDARD
+    from .corruptions.make import make_corrupted, parse_severities
+
+    names = (ALL if args.corruptions == "all" else STANDARD if not args.corruptions
+             else [c.strip() for c in args.corruptions.split(",")])
+    m = make_corrupted(args.src, args.out, names, parse_severities(args.severities), args.size,
+                       args.seed, args.skip_bad_files, args.workers)
+    print(f"wrote {m['written']} images to {args.out} ({m['kept']} already there); "
+          f"ImageNet-C-style, not the canonical ImageNet-C")
+    return 0
+
+
+def _add_bench_corruptions(sub):
+    p = sub.add_parser("bench-corruptions",
+                       help="corruptions vs the imagecorruptions package: fidelity and ms/img")
+    p.add_argument("--images", type=int, default=4, help="224 px photographs compared")
+    p.add_argument("--corruptions", default=None, help="comma list (default: all 19)")
+    p.add_argument("--out", default="bench/results/corruptions_cpu.json")
+    p.add_argument("--markdown", default=None, help="also write the table to this file")
+    p.set_defaults(func=_run_bench_corruptions)
+
+
+def _run_bench_corruptions(args) -> int:
+    from .atomic import atomic_write, write_json
+    from .bench_executors import machine_info
+    from .corruptions import ALL
+    from .corruptions.fidelity import compare, markdown
+    from .samples import sample_photos
+
+    names = args.corruptions.split(",") if args.corruptions else ALL
+    result = compare(sample_photos(args.images, 224, seed=0, min_scale=0.3), names)
+    result["machine"] = machine_info()
+    write_json(args.out, result)
+    table = markdown(result)
+    if args.markdown:
+        with atomic_write(args.markdown, "w") as f:
+            f.write(table)
+    print(table)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -284,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_eval(sub)
     _add_eval_compare(sub)
+    _add_bench_corruptions(sub)
+    _add_make_corrupted(sub)
     return parser
 
 

@@ -426,3 +426,26 @@ def test_measure_alexnet_normalises_mfr_to_100_for_alexnet_itself(tmp_path):
     ip = res["imagenet_p"]
     defined = [p for p in P_PERTURBATIONS if norm["fp"][p] > 0]
     assert all(ip["per_perturbation"][p]["fr"] == pytest.approx(100.0) for p in defined)
+
+
+def test_corrupt_on_the_fly_equals_the_written_set(imagenet_c_tree, tmp_path):
+    """In-memory ImageNet-C-style cells give the errors of the same cells written to disk."""
+    from ipmix_dali.corruptions.make import make_corrupted
+
+    root, cols = imagenet_c_tree
+    names = ["contrast", "gaussian_noise"]
+    fly = evaluate("m", tmp_path / "fly", num_classes=K, imagenet_val=root / "val",
+                   corrupt_on_the_fly=True, corruptions=names, model=ColourModel(cols),
+                   batch_size=10, threads=1, log=lambda m: None)
+    make_corrupted(root / "val", tmp_path / "written", names, progress=False)
+    disk = evaluate("m", tmp_path / "disk", num_classes=K, imagenet_c=tmp_path / "written",
+                    model=ColourModel(cols), batch_size=10, threads=1, log=lambda m: None)
+    assert "in memory" in fly["protocol"]["imagenet_c"] and fly["imagenet_c"]["generated"]
+    for c in names:
+        for s in "12345":
+            assert fly["imagenet_c"]["cells"][c][s]["error"] == pytest.approx(
+                disk["imagenet_c"]["cells"][c][s]["error"]), (c, s)
+    assert fly["imagenet_c"]["cells"]["gaussian_noise"]["5"]["error"] > 15.0  # noise hurts
+    with pytest.raises(ValueError, match="--corrupt-on-the-fly corrupts --imagenet-val"):
+        evaluate("m", tmp_path / "x", num_classes=K, corrupt_on_the_fly=True,
+                 imagenet_c=root / "c", model=ColourModel(cols))

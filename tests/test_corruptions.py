@@ -1,0 +1,201 @@
+"""ImageNet-C-style corruptions: deterministic ones against independent reference formulas,
+random ones by their statistics per severity, seeding, and make-corrupted's files."""
+import colorsys
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from ipmix_dali.corruptions import ALL, STANDARD, corrupt, preset_for
+from ipmix_dali.corruptions.params import CIFAR, IMAGENET
+from ipmix_dali.samples import sample_photos
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return sample_photos(3, 64, seed=4, min_scale=0.3)
+
+
+def _close(got, want, tol=1):
+    diff = np.abs(got.astype(np.int64) - np.asarray(want, np.int64))
+    assert diff.max() <= tol, diff.max()
+    return diff
+
+
+def test_contrast_formula(photos):
+    for s, c in enumerate(IMAGENET["contrast"], 1):
+        x = photos / 255.0
+        m = x.mean(axis=(1, 2), keepdims=True)
+        want = np.uint8(np.clip((x - m) * c + m, 0, 1) * 255)
+        assert np.array_equal(corrupt(photos, "contrast", s, preset="imagenet"), want)
+
+
+def test_brightness_and_saturate_match_colorsys(photos):
+    img = photos[0][:16, :16]
+    for name, field in (("brightness", 2), ("saturate", 1)):
+        for s in range(1, 6):
+            c = IMAGENET[name][s - 1]
+            want = np.empty(img.shape)
+            for (i, j), px in np.ndenumerate(img[..., 0]):
+                hsv = list(colorsys.rgb_to_hsv(*(img[i, j] / 255.0)))
+                if name == "brightness":
+                    hsv[2] = min(max(hsv[2] + c, 0), 1)
+                else:
+                    hsv[1] = min(max(hsv[1] * c[0] + c[1], 0), 1)
+                want[i, j] = np.clip(colorsys.hsv_to_rgb(*hsv), 0, 1) * 255
+            _close(corrupt(img, name, s, preset="imagenet"), np.uint8(want))
+
+
+def test_pixelate_and_jpeg_are_the_pil_calls(photos):
+    img = photos[1]
+    for s in range(1, 6):
+        c = IMAGENET["pixelate"][s - 1]
+        pil = Image.fromarray(img)
+        want = pil.resize((int(64 * c), int(64 * c)), Image.BOX).resize((64, 64), Image.BOX)
+        assert np.array_equal(corrupt(img, "pixelate", s, preset="imagenet"), np.asarray(want))
+        buf = io.BytesIO()
+        pil.save(buf, "JPEG", quality=IMAGENET["jpeg_compression"][s - 1])
+        want = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+        assert np.array_equal(corrupt(img, "jpeg_compression", s, preset="imagenet"), want)
+
+
+def _cv_gauss(sigma, n):
+    k = np.exp(-(np.arange(n) - (n - 1) / 2) ** 2 / (2 * sigma ** 2))
+    return k / k.sum()
+
+
+def test_defocus_blur_is_an_antialiased_disk(photos):
+    img = photos[2]
+    for s in range(1, 6):
+        radius, alias = IMAGENET["defocus_blur"][s - 1]
+        # a 17 x 17 grid and a 3-tap anti-alias blur up to radius 8, then (2r+1)^2 and 5 taps
+        grid = np.arange(-8, 9) if radius <= 8 else np.arange(-radius, radius + 1)
+        xx, yy = np.meshgrid(grid, grid)
+        disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+        disk /= disk.sum()
+        g = _cv_gauss(alias, 3 if radius <= 8 else 5)
+        kernel = ndimage.correlate1d(ndimage.correlate1d(disk, g, 0, mode="mirror"), g, 1,
+                                     mode="mirror")
+        x = img / 255.0
+        want = np.stack([ndimage.correlate(x[..., d], kernel, mode="mirror") for d in range(3)],
+                        axis=2)
+        _close(corrupt(img, "defocus_blur", s, preset="imagenet"),
+               np.uint8(np.clip(want, 0, 1) * 255))
+
+
+def test_noise_statistics_per_severity():
+    grey = np.full((8, 48, 48, 3), 102, np.uint8)  # 0.4: no clipping at the low severities
+    x = 102 / 255
+    for s in range(1, 6):
+        g = corrupt(grey, "gaussian_noise", s, preset="imagenet") / 255.0
+        c = IMAGENET["gaussian_noise"][s - 1]
+        if c <= 0.12:
+            assert g.std() == pytest.approx(c, rel=0.05) and g.mean() == pytest.approx(x, abs=0.01)
+        lam = IMAGENET["shot_noise"][s - 1]
+        sh = corrupt(grey, "shot_noise", s, preset="imagenet") / 255.0
+        if lam >= 12:
+            assert sh.var() == pytest.approx(x / lam, rel=0.1)  # Poisson: var = x / c
+        imp = corrupt(grey, "impulse_noise", s, preset="imagenet")
+        assert (imp != 102).mean() == pytest.approx(IMAGENET["impulse_noise"][s - 1], rel=0.1)
+        assert set(np.unique(imp)) <= {0, 102, 255}
+        sp = corrupt(grey, "speckle_noise", s, preset="imagenet") / 255.0
+        cs = IMAGENET["speckle_noise"][s - 1]
+        if cs <= 0.35:
+            assert sp.std() == pytest.approx(x * cs, rel=0.06)
+
+
+def test_blur_kernel_energy_and_spread():
+    delta = np.zeros((1, 65, 65, 3), np.uint8)
+    delta[0, 32, 32] = 255
+    from ipmix_dali.corruptions.ops import OPS
+
+    spreads = []
+    yy = np.mgrid[:65, :65][0]
+    for s in range(1, 6):
+        sigma = IMAGENET["gaussian_blur"][s - 1]
+        # before the uint8 truncation (which cuts the faint tails): energy kept, variance sigma^2
+        b = OPS["gaussian_blur"](delta[0], sigma, None)[..., 0]
+        assert b.sum() == pytest.approx(255.0, rel=1e-3 if sigma < 6 else 2e-2)
+        var = (b / b.sum() * (yy - 32) ** 2).sum()
+        assert var == pytest.approx(sigma ** 2, rel=0.03)
+        big = np.zeros((129, 129, 3), np.uint8)  # room for the longest streak (41 px)
+        big[64, 64] = 255
+        m = OPS["motion_blur"](big, IMAGENET["motion_blur"][s - 1], np.random.default_rng(s))
+        assert m.sum() == pytest.approx(3 * 255.0, rel=1e-6)  # a normalised kernel, 3 channels
+        spreads.append(var)
+    assert spreads == sorted(spreads)  # wider at every severity
+
+
+def test_seeding_batches_and_presets(photos):
+    for name in ALL:
+        a = corrupt(photos, name, 3, seed=7)
+        assert a.dtype == np.uint8 and a.shape == photos.shape
+        assert np.array_equal(a, corrupt(photos, name, 3, seed=7))                 # same seed
+        one = corrupt(photos[1:2], name, 3, seed=7, indices=[1])
+        assert np.array_equal(a[1:2], one)                                        # per image
+    random_ones = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                   "motion_blur", "snow", "frost", "fog", "spatter", "elastic_transform")
+    for name in random_ones:
+        assert not np.array_equal(corrupt(photos, name, 3, seed=7),
+                                  corrupt(photos, name, 3, seed=8)), name
+    assert preset_for(32) == "cifar" and preset_for(224) == "imagenet"
+    small = sample_photos(2, 32, seed=1)
+    c_cifar = corrupt(small, "contrast", 1)
+    x = small / 255.0
+    m = x.mean(axis=(1, 2), keepdims=True)
+    assert np.array_equal(c_cifar, np.uint8(np.clip((x - m) * CIFAR["contrast"][0] + m, 0, 1)
+                                            * 255))
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt(small, "rain", 1)
+    with pytest.raises(ValueError, match="severity must be 1-5"):
+        corrupt(small, "fog", 6)
+
+
+def test_matches_imagecorruptions_where_the_algorithms_agree():
+    from ipmix_dali.corruptions.fidelity import compare, load_imagecorruptions
+
+    if load_imagecorruptions() is None:
+        pytest.skip("imagecorruptions not installed (docs/corruptions.md has the full table)")
+    x = sample_photos(1, 224, seed=0)
+    same = ("gaussian_noise", "shot_noise", "defocus_blur", "zoom_blur", "fog", "brightness",
+            "contrast", "pixelate", "jpeg_compression", "speckle_noise", "gaussian_blur",
+            "saturate")
+    res = compare(x, same, log=lambda m: None)
+    assert all(r["identical"] == 1.0 for r in res["rows"]), [
+        (r["corruption"], r["severity"]) for r in res["rows"] if r["identical"] < 1]
+
+
+def test_make_corrupted_layout_resume_and_in_memory_twin(tmp_path, capsys):
+    from ipmix_dali.cli import main
+    from ipmix_dali.corruptions.make import corrupted_arrays, preprocess
+    from ipmix_dali.samples import write_jpeg_tree
+
+    src = write_jpeg_tree(tmp_path / "src", classes=2, per_class=2, size=(80, 60), seed=2)
+    out = tmp_path / "c"
+    args = ["make-corrupted", "--src", src, "--out", str(out), "--corruptions",
+            "fog,pixelate", "--severities", "2-3", "--size", "32"]
+    assert main(args) == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.JPEG"))
+    assert len(files) == 2 * 2 * 4 and files[0] == "fog/2/n00000000/img_0000.JPEG"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["written"] == 16 and manifest["preset"] == "cifar"
+    assert "Not the canonical ImageNet-C" in (out / "README.txt").read_text()
+    assert main(args) == 0
+    assert json.loads((out / "manifest.json").read_text())["written"] == 0  # resumed: kept
+    # the in-memory twin gives the pixels of the written files
+    x = preprocess(os.path.join(src, "n00000001", "img_0001.JPEG"), 32)
+    mem = corrupted_arrays(x[None], "fog", 3, seed=0, indices=[3])
+    disk = np.asarray(Image.open(out / "fog" / "3" / "n00000001" / "img_0001.JPEG"))
+    assert np.array_equal(mem[0], disk)
+    assert main(["make-corrupted", "--src", src, "--out", str(out), "--corruptions",
+                 "rain"]) == 2
+    assert "unknown corruption" in capsys.readouterr().err
+
+
+def test_standard_list_is_imagenet_c_order():
+    assert STANDARD[:3] == ("gaussian_noise", "shot_noise", "impulse_noise")
+    assert len(STANDARD) == 15 and len(ALL) == 19
