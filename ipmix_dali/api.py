@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import make_config
+from .config import MIXING_METHODS, make_config
 from .plans import sample_plan
 from .rng import make_rng
 
@@ -60,7 +60,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
         raise ValueError(f"images must be uint8 (N, S, S, 3), got {host.dtype} {tuple(host.shape)}")
 
     bank = None
-    if cfg.method in ("pixmix", "ipmix", "layermix"):
+    if cfg.method in MIXING_METHODS:
         if mixing_bank is None:
             from .builtin_mixing import builtin_mixing_bank
 

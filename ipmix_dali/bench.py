@@ -24,12 +24,11 @@ import numpy as np
 
 from .atomic import atomic_write, write_json
 from .bench_executors import machine_info
-from .config import METHODS, make_config
+from .config import METHODS, MIXING_METHODS, make_config
 
 __all__ = ["run_bench", "BACKENDS"]
 
 BACKENDS = ("reference", "dali-cpu", "dali-gpu")
-MIXES = ("pixmix", "ipmix", "layermix")
 
 
 class ReferenceDataset:
@@ -54,7 +53,7 @@ class ReferenceDataset:
         crop = T.Compose([T.RandomResizedCrop(cfg.image_size), T.RandomHorizontalFlip()])
         with Image.open(self.files.files[index]) as img:
             x = np.asarray(crop(img.convert("RGB")))[None]
-        mixes = cfg.method in MIXES
+        mixes = cfg.method in MIXING_METHODS
         plan = sample_plan(cfg, 1, make_rng(self.seed, 0, 0, index),
                            len(self.bank) if mixes else 0, self.bank.side if mixes else 0)
         pics = (self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
@@ -227,7 +226,7 @@ def bar_chart(rows, path, title):
 
 
 def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, batch_size=32,
-              batches=8, warmup=1, data=None, images=128, workers=None, threads=None,
+              batches=16, warmup=1, data=None, images=128, workers=None, threads=None,
               mixing_set=None, out="bench/results/bench_cpu.json", chart=None,
               log=print) -> dict:
     """Time every (backend, method) pair; write the JSON result and the PNG chart."""

@@ -103,7 +103,7 @@ def _add_bench(sub):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--jsd", action="store_true", help="clean + two augmented views per sample")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=8,
+    p.add_argument("--batches", type=int, default=16,
                    help="timed batches per row (reference: at least 2 per worker)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--data", default=None,

@@ -16,6 +16,8 @@ CIFAR_MEAN = (0.5, 0.5, 0.5)
 CIFAR_STD = (0.5, 0.5, 0.5)
 
 METHODS = ("none", "augmix", "pixmix", "ipmix", "layermix")
+# The methods that blend in mixing pictures (they need a mixing set).
+MIXING_METHODS = ("pixmix", "ipmix", "layermix")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .config import MIXING_METHODS
 from .datasets import FileList
 from .plans import sample_plan
 from .rng import make_rng
@@ -98,7 +99,7 @@ class AugmentStage:
 
     @property
     def mixes(self) -> bool:
-        return self.config.method in ("pixmix", "ipmix", "layermix")
+        return self.config.method in MIXING_METHODS
 
     def plan_key(self, batch: int):
         """(seed, shard, epoch, iteration) of the pipeline's ``batch``-th batch."""
@@ -204,7 +205,7 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
     """
     fn, pipeline_def, types = _dali()
     dev = _device_args(device, device_id)
-    mixes = config.method in ("pixmix", "ipmix", "layermix")
+    mixes = config.method in MIXING_METHODS
     if mixes and bank is None and mixing_files is None:
         raise ValueError(f"{config.method} needs mixing pictures: pass --mixing-set DIR (a folder "
                          f"of images) or create one with `ipmix-dali make-mixing-set`")

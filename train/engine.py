@@ -224,7 +224,7 @@ def _data(cfg: TrainConfig, d, device):
                                  cfg.synthetic_size, device, cfg.seed, d.rank, d.world,
                                  views=3 if cfg.jsd else 1, channels_last=cfg.channels_last)
         return loader, None, cfg.num_classes
-    from ipmix_dali.config import make_config
+    from ipmix_dali.config import MIXING_METHODS, make_config
     from ipmix_dali.datasets import scan_image_folder
     from ipmix_dali.loader import train_loader, val_loader
 
@@ -241,7 +241,7 @@ def _data(cfg: TrainConfig, d, device):
     extra.update(parse_aug_options(cfg.aug))
     aug = make_config(cfg.method, cfg.preset, jsd=cfg.jsd, image_size=cfg.image_size, **extra)
     bank = None
-    if cfg.method in ("pixmix", "ipmix", "layermix"):
+    if cfg.method in MIXING_METHODS:
         if not cfg.mixing_set:
             raise ValueError(f"--method {cfg.method} needs --mixing-set DIR (a folder of images; "
                              f"`ipmix-dali make-mixing-set` writes fractals)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..config import MIXING_METHODS
 from ..ops.table import MIX_OPS, PIL_OPS
 from ..ops import masks
 from ..plans import IMG, PARTNER_AUGMENTED, Plan
@@ -211,7 +212,7 @@ def _check_inputs(images, mixing_pictures, plan):
                          f"for image_size {size}: crop to {size} or pass image_size=...")
     if images.shape[0] != plan.n:
         raise ValueError(f"{images.shape[0]} images for a plan of {plan.n} samples")
-    if plan.method in ("pixmix", "ipmix", "layermix"):
+    if plan.method in MIXING_METHODS:
         if mixing_pictures is None or mixing_pictures.shape != images.shape:
             got = None if mixing_pictures is None else mixing_pictures.shape
             raise ValueError(f"{plan.method} needs mixing_pictures of shape {images.shape}, "
