@@ -1,17 +1,20 @@
 """Executors: turn (images, mixing pictures, plan) into normalised float views.
 
-``reference`` (PIL, per sample: the ground truth) and ``numpy`` (whole batch, CPU). The CuPy
-executor (GPU) arrives with its own issue. All share ``apply(images, mixing_pictures, plan)``.
+``reference`` (PIL, per sample: the ground truth), ``numpy`` (whole batch, CPU) and ``cupy``
+(whole batch, GPU raw kernels; CI checks it through the CPU kernel emulator). All share
+``apply(images, mixing_pictures, plan)``.
 """
 
 
 def get_executor(name: str, **kwargs):
-    """Executor by name: "reference" or "numpy"."""
+    """Executor by name: "reference", "numpy" or "cupy"."""
     if name == "reference":
         from .reference import ReferenceExecutor
         return ReferenceExecutor(**kwargs)
     if name == "numpy":
         from .numpy_exec import NumpyExecutor
         return NumpyExecutor(**kwargs)
-    raise ValueError(f"unknown executor {name!r}: choose 'reference' or 'numpy' "
-                     f"('cupy' is not built yet)")
+    if name == "cupy":
+        from .cupy_exec import CupyExecutor
+        return CupyExecutor(**kwargs)
+    raise ValueError(f"unknown executor {name!r}: choose 'reference', 'numpy' or 'cupy'")
