@@ -89,6 +89,17 @@ def _subset_files(files, indices):
                     [files.classes[c] for c in indices], source=files.source + " (O classes)")
 
 
+def summarise_c(table, clean_error=None) -> dict:
+    """CE / mCE / relative mCE of per-cell results ``table[c][str(s)]`` (errors in %), and the
+    mean RMS calibration over the standard corruptions' cells."""
+    errors = {c: {int(s): cell["error"] / 100 for s, cell in by_sev.items()}
+              for c, by_sev in table.items()}
+    summary = corruption_errors(errors, None if clean_error is None else clean_error / 100)
+    rms = [cell["rms"] for c in table for cell in table[c].values()
+           if c in CORRUPTIONS and cell["rms"] is not None]
+    return {"cells": table, **summary, "mean_rms": float(np.mean(rms)) if rms else None}
+
+
 def _cifar_c(model, folder, device, batch, log):
     import torch
 
@@ -231,7 +242,7 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
         results["clean"] = strip(ev.run("clean", val_files, resize=256, crop=224))
     if cells:
         log(f"ImageNet-C ({protocol['imagenet_c']})")
-        errors, table = {}, {}
+        table = {}
         for c, sev in cells.items():
             for s, folder in sev.items():
                 files = scan_image_folder(folder)
@@ -240,14 +251,8 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                                      f"{num_classes} outputs: every ImageNet-C cell needs all "
                                      f"{num_classes} wnid folders (or pass --num-classes)")
                 r = ev.run(f"c/{c}/{s}", files, **preprocess_c)
-                errors.setdefault(c, {})[s] = r["error"] / 100
                 table.setdefault(c, {})[str(s)] = strip(r)
-        clean = results.get("clean", {}).get("error")
-        summary = corruption_errors(errors, None if clean is None else clean / 100)
-        rms = [cell["rms"] for c in table for cell in table[c].values()
-               if c in CORRUPTIONS and cell["rms"] is not None]
-        results["imagenet_c"] = {"cells": table, **summary,
-                                 "mean_rms": float(np.mean(rms)) if rms else None}
+        results["imagenet_c"] = summarise_c(table, results.get("clean", {}).get("error"))
     if corrupt_on_the_fly:
         from ipmix_dali.corruptions.make import corrupted_arrays, preprocess
 
@@ -257,19 +262,14 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                                   "(Resize(256) + CenterCrop(224), corruption, JPEG q85; not "
                                   "the canonical ImageNet-C)")
         val_images = np.stack([preprocess(f) for f in val_files.files])
-        errors, table = {}, {}
+        table = {}
         for c in names:
             for s in range(1, 6):
                 images = corrupted_arrays(val_images, c, s, seed)
                 r = ev.run_arrays(f"otf/{c}/{s}", images, val_files.labels, val_files.num_classes,
                                   key=f"{val_files.source}:{c}:{s}:{seed}")
-                errors.setdefault(c, {})[s] = r["error"] / 100
                 table.setdefault(c, {})[str(s)] = strip(r)
-        clean = results["clean"]["error"]
-        summary = corruption_errors(errors, clean / 100)
-        rms = [cell["rms"] for c in table for cell in table[c].values() if cell["rms"] is not None]
-        results["imagenet_c"] = {"cells": table, **summary,
-                                 "mean_rms": float(np.mean(rms)) if rms else None,
+        results["imagenet_c"] = {**summarise_c(table, results["clean"]["error"]),
                                  "generated": True}
     for name, folder in (("imagenet_r", imagenet_r), ("imagenet_a", imagenet_a)):
         if folder:

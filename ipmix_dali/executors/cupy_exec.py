@@ -72,38 +72,35 @@ class CupyExecutor:
     def _dev(self, a, dtype):
         return self.backend.to_device(np.ascontiguousarray(np.asarray(a, dtype=dtype)))
 
-    def _pil_grouped(self, images, op_ids, params):
-        """PIL op per row (-1: unchanged), one launch sequence per distinct op id."""
+    def _run_plan(self, plan, images, out):
+        """An ``OpPlan`` of cupy_ops / cupy_layermix on this backend."""
+        return execute_plan(plan, images, out, to_device=self.backend.to_device,
+                            zeros=self.xp.zeros,
+                            launch=lambda kl, args: self.backend.launch(kl.file, kl.name,
+                                                                        kl.grid, kl.block, args))
+
+    def _grouped(self, prepare, images, op_ids, params):
+        """An op per row (-1: unchanged), one plan per distinct op id: ``prepare(op, shape,
+        params)`` is cupy_ops' (PIL ops, uint8) or cupy_layermix's (LayerMix ops, float32)."""
         out = images.copy()
         for op in np.unique(op_ids):
             if op < 0:
                 continue
             rows = np.nonzero(op_ids == op)[0]
-            sub = self.xp.ascontiguousarray(images[self._dev(rows, np.int64)])
-            plan = prepare_pil_op(int(op), sub.shape, params[rows].astype(np.float64))
-            res = self.xp.empty_like(sub)
-            execute_plan(plan, sub, res, to_device=self.backend.to_device, zeros=self.xp.zeros,
-                         launch=lambda kl, args: self.backend.launch(kl.file, kl.name, kl.grid,
-                                                                     kl.block, args))
-            out[self._dev(rows, np.int64)] = res
+            index = self._dev(rows, np.int64)
+            sub = self.xp.ascontiguousarray(images[index])
+            out[index] = self._run_plan(prepare(int(op), sub.shape,
+                                                params[rows].astype(np.float64)),
+                                        sub, self.xp.empty_like(sub))
         return out
+
+    def _pil_grouped(self, images, op_ids, params):
+        return self._grouped(prepare_pil_op, images, op_ids, params)
 
     def _layermix_grouped(self, images, op_ids, params):
         from .cupy_layermix import prepare_layermix_op
 
-        out = images.copy()
-        for op in np.unique(op_ids):
-            if op < 0:
-                continue
-            rows = np.nonzero(op_ids == op)[0]
-            sub = self.xp.ascontiguousarray(images[self._dev(rows, np.int64)])
-            plan = prepare_layermix_op(int(op), sub.shape, params[rows].astype(np.float64))
-            res = self.xp.empty_like(sub)
-            execute_plan(plan, sub, res, to_device=self.backend.to_device, zeros=self.xp.zeros,
-                         launch=lambda kl, args: self.backend.launch(kl.file, kl.name, kl.grid,
-                                                                     kl.block, args))
-            out[self._dev(rows, np.int64)] = res
-        return out
+        return self._grouped(prepare_layermix_op, images, op_ids, params)
 
     def _normalize(self, x, cfg):
         xp = self.xp
@@ -241,11 +238,8 @@ class CupyExecutor:
         sample = np.repeat(np.arange(n), v)
 
         def to_float_lm(u8):
-            res = xp.empty(u8.shape, dtype=xp.float32)
-            execute_plan(prepare_to_float(u8.shape), u8, res, to_device=self.backend.to_device,
-                         zeros=xp.zeros, launch=lambda kl, args: self.backend.launch(
-                             kl.file, kl.name, kl.grid, kl.block, args))
-            return res
+            return self._run_plan(prepare_to_float(u8.shape), u8,
+                                  xp.empty(u8.shape, dtype=xp.float32))
 
         xf = xp.ascontiguousarray(to_float_lm(x)[self._dev(sample, np.int64)])
         op, steps = plan.op.ravel(), plan.steps.ravel()
