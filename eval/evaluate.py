@@ -173,10 +173,15 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
              imagenet_p=None, alexnet_p=None, measure_alexnet=None, cifar_c=None,
              cifar_test=None, pgd=False, pgd_clamp_start=False, pixmix_compat=False,
              corruptions=None, device="cpu", batch_size=64, threads=2, unsafe_pickle=False,
-             amp=False, channels_last=False, corrupt_on_the_fly=False, seed=0, model=None,
-             log=print) -> dict:
+             amp=False, channels_last=False, corrupt_on_the_fly=False, seed=0,
+             resize: int = 256, crop: int = 224, mean=(0.485, 0.456, 0.406),
+             std=(0.229, 0.224, 0.225), model=None, log=print) -> dict:
     """Evaluate ``checkpoint`` (or an already built ``model``, for the Python API: then
-    ``checkpoint`` only names it in the report and the cache) on every set given."""
+    ``checkpoint`` only names it in the report and the cache) on every set given.
+
+    ``resize`` / ``crop`` / ``mean`` / ``std``: the model's input protocol (ImageNet's by
+    default; e.g. 72 / 64 / 0.5 / 0.5 for a 64 px model). ImageNet-C files are read as they are
+    (centre crop ``crop``) unless ``pixmix_compat``."""
     from ipmix_dali.datasets import scan_image_folder
 
     from .checkpoints import load_model
@@ -218,10 +223,14 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
     else:
         cache_key = hashlib.sha256(repr([checkpoint, arch, num_classes, pixmix_compat]).encode()
                                    ).hexdigest()[:16]
-    preprocess_c = {"resize": 256, "crop": 224} if pixmix_compat else {"resize": None, "crop": 224}
-    protocol = {"imagenet_c": "pixmix-compat: Resize(256) + CenterCrop(224)" if pixmix_compat
-                else "canonical (Hendrycks test.py): the 224x224 files as they are",
-                "clean": "Resize(256) + CenterCrop(224)",
+    norm = {"mean": tuple(mean), "std": tuple(std)}
+    preprocess_c = ({"resize": resize, "crop": crop} if pixmix_compat
+                    else {"resize": None, "crop": crop})
+    protocol = {"imagenet_c": f"pixmix-compat: Resize({resize}) + CenterCrop({crop})"
+                if pixmix_compat else f"canonical (Hendrycks test.py): the {crop}x{crop} files as "
+                                      f"they are",
+                "clean": f"Resize({resize}) + CenterCrop({crop})",
+                "normalisation": f"mean {tuple(mean)}, std {tuple(std)}",
                 "subsets": "ImageNet-R/A/O: logits sliced to the 200 classes",
                 "calibration": "RMS: Hendrycks calib_err (bins of 100, last bin skipped); "
                                "ECE: torchmetrics, 15 bins, L1"}
@@ -239,7 +248,7 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
     if imagenet_val:
         log("clean ImageNet val")
         val_files = scan_image_folder(imagenet_val)
-        results["clean"] = strip(ev.run("clean", val_files, resize=256, crop=224))
+        results["clean"] = strip(ev.run("clean", val_files, resize=resize, crop=crop, **norm))
     if cells:
         log(f"ImageNet-C ({protocol['imagenet_c']})")
         table = {}
@@ -250,7 +259,7 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                     raise ValueError(f"{folder} has {files.num_classes} class folders, the model "
                                      f"{num_classes} outputs: every ImageNet-C cell needs all "
                                      f"{num_classes} wnid folders (or pass --num-classes)")
-                r = ev.run(f"c/{c}/{s}", files, **preprocess_c)
+                r = ev.run(f"c/{c}/{s}", files, **preprocess_c, **norm)
                 table.setdefault(c, {})[str(s)] = strip(r)
         results["imagenet_c"] = summarise_c(table, results.get("clean", {}).get("error"))
     if corrupt_on_the_fly:
@@ -258,16 +267,16 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
 
         names = list(corruptions or CORRUPTIONS)
         log(f"ImageNet-C-style corruptions of the val set, in memory ({len(names)} x 5)")
-        protocol["imagenet_c"] = ("ImageNet-C-style, generated in memory from the val set "
-                                  "(Resize(256) + CenterCrop(224), corruption, JPEG q85; not "
-                                  "the canonical ImageNet-C)")
-        val_images = np.stack([preprocess(f) for f in val_files.files])
+        protocol["imagenet_c"] = (f"ImageNet-C-style, generated in memory from the val set "
+                                  f"(Resize({resize}) + CenterCrop({crop}), corruption, JPEG q85; "
+                                  f"not the canonical ImageNet-C)")
+        val_images = np.stack([preprocess(f, crop, resize) for f in val_files.files])
         table = {}
         for c in names:
             for s in range(1, 6):
                 images = corrupted_arrays(val_images, c, s, seed)
                 r = ev.run_arrays(f"otf/{c}/{s}", images, val_files.labels, val_files.num_classes,
-                                  key=f"{val_files.source}:{c}:{s}:{seed}")
+                                  key=f"{val_files.source}:{c}:{s}:{seed}", **norm)
                 table.setdefault(c, {})[str(s)] = strip(r)
         results["imagenet_c"] = {**summarise_c(table, results["clean"]["error"]),
                                  "generated": True}
@@ -279,7 +288,8 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
                 raise ValueError(f"{folder} has {files.num_classes} class folders: {name} has "
                                  f"200 (all of them are needed for the logit mask)")
             mask = MASKS[name] if num_classes == 1000 else None
-            results[name] = strip(ev.run(name, files, resize=256, crop=224, logit_mask=mask))
+            results[name] = strip(ev.run(name, files, resize=resize, crop=crop, logit_mask=mask,
+                                         **norm))
     if imagenet_o:
         log("imagenet_o")
         files = scan_image_folder(imagenet_o)
@@ -290,9 +300,9 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
             raise ValueError("--imagenet-o needs a 1000-class model and a 1000-class "
                              "--imagenet-val")
         mask = MASKS["imagenet_o"]
-        r_out = ev.run("imagenet_o", files, resize=256, crop=224, logit_mask=mask)
-        r_in = ev.run("imagenet_o_in", _subset_files(val_files, mask), resize=256, crop=224,
-                      logit_mask=mask)
+        r_out = ev.run("imagenet_o", files, resize=resize, crop=crop, logit_mask=mask, **norm)
+        r_in = ev.run("imagenet_o_in", _subset_files(val_files, mask), resize=resize, crop=crop,
+                      logit_mask=mask, **norm)
         results["imagenet_o"] = {**ood_measures(-r_out["confidence"], -r_in["confidence"]),
                                  "n_out": r_out["n"], "n_in": r_in["n"]}
     if imagenet_p:

@@ -202,6 +202,10 @@ def _add_eval(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of --corrupt-on-the-fly")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None,
                    help="default: gpu when CUDA is available")
+    p.add_argument("--resize", type=int, default=256, help="shorter side before the crop")
+    p.add_argument("--crop", type=int, default=224, help="centre crop (the model's input size)")
+    p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 values)")
+    p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 values)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="DALI decoding threads")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPU")
@@ -210,6 +214,16 @@ def _add_eval(sub):
                    help="torch.load with weights_only=False (only for files you trust)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_eval)
+
+
+def _three(text, flag):
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ValueError(f"{flag} takes three comma-separated numbers, got {text!r}")
+    return values
 
 
 def _run_eval(args) -> int:
@@ -231,7 +245,8 @@ def _run_eval(args) -> int:
              corruptions=args.corruptions.split(",") if args.corruptions else None,
              device=device, batch_size=args.batch_size, threads=args.threads,
              unsafe_pickle=args.unsafe_pickle, amp=args.amp, channels_last=args.channels_last,
-             corrupt_on_the_fly=args.corrupt_on_the_fly, seed=args.seed)
+             corrupt_on_the_fly=args.corrupt_on_the_fly, seed=args.seed, resize=args.resize,
+             crop=args.crop, mean=_three(args.mean, "--mean"), std=_three(args.std, "--std"))
     print(f"wrote {args.out}/results.json and report.md")
     return 0
 

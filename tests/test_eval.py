@@ -449,3 +449,24 @@ def test_corrupt_on_the_fly_equals_the_written_set(imagenet_c_tree, tmp_path):
     with pytest.raises(ValueError, match="--corrupt-on-the-fly corrupts --imagenet-val"):
         evaluate("m", tmp_path / "x", num_classes=K, corrupt_on_the_fly=True,
                  imagenet_c=root / "c", model=ColourModel(cols))
+
+
+def test_input_protocol_options_reach_every_set(imagenet_c_tree, tmp_path):
+    """--resize/--crop/--mean/--std: a 32 px model normalised with 0.5 sees what it expects."""
+    root, cols = imagenet_c_tree
+    model = ColourModel(cols, mean=(0.5,) * 3, std=(0.5,) * 3)
+    res = evaluate("m", tmp_path / "ev", num_classes=K, imagenet_val=root / "val",
+                   imagenet_c=root / "c", corruptions=["fog"], model=model, resize=36, crop=32,
+                   mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=8, threads=1, log=lambda m: None)
+    assert res["clean"]["error"] == pytest.approx(15.0)
+    fog = CORRUPTIONS.index("fog")
+    for s in range(1, 6):
+        assert res["imagenet_c"]["cells"]["fog"][str(s)]["error"] == pytest.approx(
+            100 * wrong_in_cell(fog, s) / 20)
+    assert res["protocol"]["clean"] == "Resize(36) + CenterCrop(32)"
+    assert "0.5" in res["protocol"]["normalisation"]
+    # the ImageNet normalisation on this model would shift every colour: errors change
+    other = evaluate("m", tmp_path / "ev2", num_classes=K, imagenet_val=root / "val",
+                     model=model, resize=36, crop=32, batch_size=8, threads=1,
+                     log=lambda m: None)
+    assert other["clean"]["error"] != pytest.approx(15.0)
