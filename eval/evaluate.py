@@ -174,14 +174,16 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
              cifar_test=None, pgd=False, pgd_clamp_start=False, pixmix_compat=False,
              corruptions=None, device="cpu", batch_size=64, threads=2, unsafe_pickle=False,
              amp=False, channels_last=False, corrupt_on_the_fly=False, seed=0,
-             resize: int = 256, crop: int = 224, mean=(0.485, 0.456, 0.406),
+             resize=None, crop: int = 224, mean=(0.485, 0.456, 0.406),
              std=(0.229, 0.224, 0.225), model=None, log=print) -> dict:
     """Evaluate ``checkpoint`` (or an already built ``model``, for the Python API: then
     ``checkpoint`` only names it in the report and the cache) on every set given.
 
     ``resize`` / ``crop`` / ``mean`` / ``std``: the model's input protocol (ImageNet's by
-    default; e.g. 72 / 64 / 0.5 / 0.5 for a 64 px model). ImageNet-C files are read as they are
-    (centre crop ``crop``) unless ``pixmix_compat``."""
+    default; ``resize`` defaults to ``round(crop * 256 / 224)``, the ratio ImageNet-C and
+    ``make-corrupted`` use, so clean and corrupted images show the same field of view).
+    ImageNet-C files are read as they are (centre crop ``crop``) unless ``pixmix_compat``."""
+    resize = int(resize) if resize else round(crop * 256 / 224)
     from ipmix_dali.datasets import scan_image_folder
 
     from .checkpoints import load_model

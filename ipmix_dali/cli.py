@@ -202,7 +202,8 @@ def _add_eval(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of --corrupt-on-the-fly")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None,
                    help="default: gpu when CUDA is available")
-    p.add_argument("--resize", type=int, default=256, help="shorter side before the crop")
+    p.add_argument("--resize", type=int, default=None,
+                   help="shorter side before the crop (default round(crop * 256 / 224): 256)")
     p.add_argument("--crop", type=int, default=224, help="centre crop (the model's input size)")
     p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 values)")
     p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 values)")
