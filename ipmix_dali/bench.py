@@ -75,8 +75,19 @@ def _reference_batches(files, config, bank, batch_size, workers, seed):
         ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
         generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0,
         prefetch_factor=2 if workers else None)
-    while True:
-        yield from loader
+    it = iter(loader)
+    try:
+        while True:
+            try:
+                yield next(it)
+            except StopIteration:
+                it = iter(loader)  # persistent workers: the same processes go on
+    finally:
+        # Join the workers now: left to the garbage collector they can linger into the next
+        # row and take CPU from it (seen: the DALI rows after reference rows lost ~20 %).
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _dali_batches(files, config, bank, batch_size, threads, seed, device):
