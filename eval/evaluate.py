@@ -276,7 +276,7 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
         table = {}
         for c in names:
             for s in range(1, 6):
-                images = corrupted_arrays(val_images, c, s, seed)
+                images = corrupted_arrays(val_images, c, s, seed, device=device)
                 r = ev.run_arrays(f"otf/{c}/{s}", images, val_files.labels, val_files.num_classes,
                                   key=f"{val_files.source}:{c}:{s}:{seed}", **norm)
                 table.setdefault(c, {})[str(s)] = strip(r)

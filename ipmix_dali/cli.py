@@ -277,6 +277,8 @@ def _add_make_corrupted(sub):
                                                          "parameters)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: corrupt batches with CuPy (same pixels)")
     p.add_argument("--skip-bad-files", action="store_true")
     p.set_defaults(func=_run_make_corrupted)
 
@@ -287,8 +289,12 @@ def _run_make_corrupted(args) -> int:
 
     names = (ALL if args.corruptions == "all" else STANDARD if not args.corruptions
              else [c.strip() for c in args.corruptions.split(",")])
+    if args.device == "gpu":
+        from .fractal_gpu import require_gpu
+
+        require_gpu()
     m = make_corrupted(args.src, args.out, names, parse_severities(args.severities), args.size,
-                       args.seed, args.skip_bad_files, args.workers)
+                       args.seed, args.skip_bad_files, args.workers, device=args.device)
     print(f"wrote {m['written']} images to {args.out} ({m['kept']} already there); "
           f"ImageNet-C-style, not the canonical ImageNet-C")
     return 0
@@ -314,6 +320,17 @@ def _run_bench_corruptions(args) -> int:
     names = args.corruptions.split(",") if args.corruptions else ALL
     result = compare(sample_photos(args.images, 224, seed=0, min_scale=0.3), names)
     result["machine"] = machine_info()
+    from .fractal_gpu import gpu_available
+
+    if gpu_available():
+        from .bench_gpu import _gpu_info
+        from .corruptions.batched import gpu_speed
+        import cupy
+
+        result["gpu"] = {"device": _gpu_info(cupy), "ms_per_image_batch64": gpu_speed(
+            sample_photos(64, 224, seed=1, min_scale=0.3), names)}
+    else:
+        result["gpu"] = None  # unmeasured: no GPU on this machine
     write_json(args.out, result)
     table = markdown(result)
     if args.markdown:

@@ -199,3 +199,57 @@ def test_make_corrupted_layout_resume_and_in_memory_twin(tmp_path, capsys):
 def test_standard_list_is_imagenet_c_order():
     assert STANDARD[:3] == ("gaussian_noise", "shot_noise", "impulse_noise")
     assert len(STANDARD) == 15 and len(ALL) == 19
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "impulse_noise", "speckle_noise",
+                                  "contrast", "brightness", "saturate", "gaussian_blur",
+                                  "defocus_blur"])
+def test_batched_twin_equals_per_image_corruptions(photos, name):
+    """The GPU code path run with NumPy/SciPy: the same pixels as the per-image corruptions
+    (same draws), up to float rounding in the filters."""
+    from ipmix_dali.corruptions.batched import corrupt_batched
+
+    for s in (1, 3, 5):
+        want = corrupt(photos, name, s, seed=2, indices=[5, 6, 7], preset="imagenet")
+        got = corrupt_batched(photos, name, s, seed=2, indices=[5, 6, 7], preset="imagenet")
+        diff = np.abs(got.astype(int) - want)
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.999, (name, s, diff.max())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ALL)
+def test_gpu_corruptions_equal_cpu(photos, name):
+    import cupy
+
+    for s in (1, 5):
+        want = corrupt(photos, name, s, seed=3)
+        got = cupy.asnumpy(corrupt(cupy.asarray(photos), name, s, seed=3, device="gpu"))
+        diff = np.abs(got.astype(int) - want)
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.999, (name, s)
+
+
+def test_make_corrupted_gpu_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    from ipmix_dali.cli import main
+    from ipmix_dali.fractal_gpu import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    rc = main(["make-corrupted", "--src", str(tmp_path), "--out", str(tmp_path / "o"),
+               "--device", "gpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "GPU" in err and err.count("\n") == 1
+
+
+@pytest.mark.gpu
+def test_make_corrupted_gpu_writes_the_cpu_pixels(tmp_path):
+    from ipmix_dali.corruptions.make import make_corrupted
+    from ipmix_dali.samples import write_jpeg_tree
+
+    src = write_jpeg_tree(tmp_path / "src", classes=2, per_class=3, size=(80, 60), seed=2)
+    names = ["gaussian_noise", "contrast", "fog"]
+    make_corrupted(src, tmp_path / "cpu", names, [2, 4], size=32, progress=False)
+    make_corrupted(src, tmp_path / "gpu", names, [2, 4], size=32, progress=False, device="gpu")
+    for p in (tmp_path / "cpu").rglob("*.JPEG"):
+        a = np.asarray(Image.open(p)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "gpu" / p.relative_to(tmp_path / "cpu"))).astype(int)
+        assert np.abs(a - b).max() <= 3  # a 1-level difference can move a few JPEG values

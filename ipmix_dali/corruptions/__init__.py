@@ -37,13 +37,20 @@ def corrupt_one(image: np.ndarray, name: str, severity: int, rng: np.random.Gene
     return np.uint8(OPS[name](np.asarray(image, np.uint8), c, rng))
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0,
-            indices: Optional[Sequence[int]] = None, preset: Optional[str] = None) -> np.ndarray:
+def corrupt(images, name: str, severity: int, seed: int = 0,
+            indices: Optional[Sequence[int]] = None, preset: Optional[str] = None,
+            device: str = "cpu"):
     """Corrupt a uint8 (N, H, W, 3) batch (or one (H, W, 3) image).
 
     ``indices`` (default 0..N-1) are the images' ids in the dataset: with ``seed`` they key the
-    per-image generators.
+    per-image generators. ``device="gpu"`` takes and returns CuPy arrays: the corruptions of
+    :data:`~.batched.BATCHED` run on the whole batch there (same draws as here), the others per
+    image on the host.
     """
+    if device == "gpu":
+        return _corrupt_gpu(images, name, severity, seed, indices, preset)
+    if device != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     images = np.asarray(images)
     single = images.ndim == 3
     if single:
@@ -60,3 +67,19 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0,
         rng = np.random.default_rng([int(seed), int(idx), cid + 1, int(severity)])
         out[k] = corrupt_one(img, name, severity, rng, preset)
     return out[0] if single else out
+
+
+def _corrupt_gpu(images, name, severity, seed, indices, preset):
+    import cupy
+
+    from .batched import BATCHED, corrupt_batched
+
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    preset = preset or preset_for(min(images.shape[1:3]))
+    if name in BATCHED:
+        if not 1 <= int(severity) <= 5:
+            raise ValueError(f"severity must be 1-5, got {severity}")
+        return corrupt_batched(cupy.ascontiguousarray(images), name, severity, seed, indices,
+                               preset, device="gpu")
+    return cupy.asarray(corrupt(cupy.asnumpy(images), name, severity, seed, indices, preset))

@@ -63,21 +63,30 @@ def _rng(seed, index, name, severity):
 
 
 def corrupted_arrays(images: np.ndarray, name: str, severity: int, seed: int = 0,
-                     indices=None, jpeg: bool = True) -> np.ndarray:
+                     indices=None, jpeg: bool = True, device: str = "cpu") -> np.ndarray:
     """In memory: the images ``make_corrupted`` would write (same generators), decoded again;
-    ``jpeg=False`` skips the q85 round trip."""
+    ``jpeg=False`` skips the q85 round trip. ``device="gpu"`` corrupts the batch with CuPy
+    (:mod:`.batched`); the JPEG round trip stays on the host."""
     preset = preset_for(images.shape[1])
-    indices = range(len(images)) if indices is None else indices
-    out = np.empty_like(images)
-    for k, (img, idx) in enumerate(zip(images, indices)):
-        y = corrupt_one(img, name, severity, _rng(seed, idx, name, severity), preset)
-        out[k] = _jpeg_round_trip(y) if jpeg else y
-    return out
+    indices = list(range(len(images)) if indices is None else indices)
+    if device == "gpu":
+        import cupy
+
+        from . import corrupt
+
+        y = cupy.asnumpy(corrupt(cupy.asarray(images), name, severity, seed, indices, preset,
+                                 device="gpu"))
+    else:
+        y = np.stack([corrupt_one(img, name, severity, _rng(seed, idx, name, severity), preset)
+                      for img, idx in zip(images, indices)]) if len(images) else images.copy()
+    return np.stack([_jpeg_round_trip(v) for v in y]) if jpeg and len(y) else y
 
 
 def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), size: int = 224,
                    seed: int = 0, skip_bad_files: bool = False, workers=None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, device: str = "cpu") -> dict:
+    """Write the set (see the module docstring). ``device="gpu"``: chunks of 64 images are
+    corrupted as CuPy batches (the same pixels); reading and JPEG writing stay on the host."""
     from ..datasets import scan_image_folder
 
     unknown = [c for c in corruptions if c not in ALL]
@@ -115,6 +124,30 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
 
     written = 0
     workers = workers or max(1, os.cpu_count() or 1)
+    if device == "gpu":
+        def save(path, y):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with atomic_write(path) as f:
+                Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
+
+        step = 64
+        for start in range(0, len(files), step):
+            idx = list(range(start, min(start + step, len(files))))
+            todo = [(c, s) for c in corruptions for s in severities
+                    if any(not os.path.exists(target(i, c, s)) for i in idx)]
+            if not todo:
+                continue
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                x = np.stack(list(pool.map(lambda i: preprocess(files.files[i], size), idx)))
+            for c, s in todo:
+                y = corrupted_arrays(x, c, s, seed, idx, jpeg=False, device="gpu")
+                for k, i in enumerate(idx):
+                    path = target(i, c, s)
+                    if not os.path.exists(path):
+                        save(path, y[k])
+                        written += 1
+        jobs = []  # done: the manifest below counts what was kept
+
     # One image's jobs run together so its preprocessed crop is made once.
     jobs.sort(key=lambda j: j[0])
     chunk = max(1, len(corruptions) * len(severities)) * 8
@@ -131,10 +164,11 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
                       file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
+    total = len(files) * len(corruptions) * len(severities)
     manifest = {"source": files.source, "images": len(files), "corruptions": list(corruptions),
                 "severities": list(severities), "size": size, "seed": seed, "preset": preset,
                 "jpeg_quality": QUALITY, "written": written,
-                "kept": len(jobs) - written, "skipped_bad_files": len(files.skipped),
+                "kept": total - written, "skipped_bad_files": len(files.skipped), "device": device,
                 "label": "ImageNet-C-style (not the canonical ImageNet-C)"}
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest

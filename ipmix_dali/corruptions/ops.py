@@ -290,33 +290,34 @@ def spatter(x, c, rng):
 
 # --- digital ----------------------------------------------------------------------------------
 
-def rgb2hsv(rgb):
-    """scikit-image's ``rgb2hsv`` for float RGB in [0, 1] (H in [0, 1))."""
-    rgb = np.asarray(rgb, np.float64)
+def rgb2hsv(rgb, xp=np):
+    """scikit-image's ``rgb2hsv`` for float RGB in [0, 1] (H in [0, 1)); ``xp``: numpy or cupy."""
+    rgb = xp.asarray(rgb, dtype=xp.float64)
     v = rgb.max(-1)
-    delta = np.ptp(rgb, axis=-1)
+    delta = rgb.max(-1) - rgb.min(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.where(v == 0, 0.0, delta / v)
+        s = xp.where(v == 0, 0.0, delta / xp.where(v == 0, 1.0, v))
         r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-        h = np.where(rgb[..., 0] == v, (g - b) / delta, 0.0)
-        h = np.where(g == v, 2.0 + (b - r) / delta, h)
-        h = np.where(b == v, 4.0 + (r - g) / delta, h)
-    h = np.where(delta == 0, 0.0, (h / 6.0) % 1.0)
-    return np.stack([h, s, v], axis=-1)
+        safe = xp.where(delta == 0, 1.0, delta)
+        h = xp.where(r == v, (g - b) / safe, 0.0)
+        h = xp.where(g == v, 2.0 + (b - r) / safe, h)
+        h = xp.where(b == v, 4.0 + (r - g) / safe, h)
+    h = xp.where(delta == 0, 0.0, (h / 6.0) % 1.0)
+    return xp.stack([h, s, v], axis=-1)
 
 
-def hsv2rgb(hsv):
-    """scikit-image's ``hsv2rgb``."""
+def hsv2rgb(hsv, xp=np):
+    """scikit-image's ``hsv2rgb``; ``xp``: numpy or cupy."""
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    i = np.floor(h * 6.0).astype(np.int64)
+    i = xp.floor(h * 6.0).astype(xp.int64)
     f = h * 6.0 - i
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     i = i % 6
-    choices = [np.stack(c, axis=-1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v),
+    choices = [xp.stack(c, axis=-1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v),
                                               (t, p, v), (v, p, q))]
-    out = np.zeros(hsv.shape, np.float64)
+    out = xp.zeros(hsv.shape, dtype=xp.float64)
     for k in range(6):
-        out = np.where((i == k)[..., None], choices[k], out)
+        out = xp.where((i == k)[..., None], choices[k], out)
     return out
 
 
