@@ -203,7 +203,7 @@ def test_standard_list_is_imagenet_c_order():
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "impulse_noise", "speckle_noise",
                                   "contrast", "brightness", "saturate", "gaussian_blur",
-                                  "defocus_blur"])
+                                  "defocus_blur", "zoom_blur", "fog"])
 def test_batched_twin_equals_per_image_corruptions(photos, name):
     """The GPU code path run with NumPy/SciPy: the same pixels as the per-image corruptions
     (same draws), up to float rounding in the filters."""

@@ -1,7 +1,7 @@
 """Whole-batch corruptions on NumPy or CuPy arrays: the GPU path, and its CPU twin.
 
-For the corruptions whose work is elementwise or a separable / small-kernel filter (noise,
-contrast, brightness, saturate, Gaussian and defocus blur), one function runs the batch with an
+For the corruptions whose work is elementwise, a filter or a zoom (noise, contrast, brightness,
+saturate, Gaussian and defocus blur, zoom blur, fog), one function runs the batch with an
 array module ``xp`` and its ``ndimage`` (NumPy + SciPy on the CPU, CuPy + cupyx on the GPU). The
 random draws are the per-image generators of :func:`ipmix_dali.corruptions.corrupt`, drawn on
 the host in the same order and sent to the device, so a GPU batch, a CPU batch and the images
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import _disk, hsv2rgb, rgb2hsv
+from .ops import _disk, hsv2rgb, plasma_fractal, rgb2hsv
 from .params import ALL, PRESETS
 
 __all__ = ["BATCHED", "corrupt_batched", "array_modules", "gpu_speed"]
 
 BATCHED = ("gaussian_noise", "impulse_noise", "speckle_noise", "contrast", "brightness",
-           "saturate", "gaussian_blur", "defocus_blur")
+           "saturate", "gaussian_blur", "defocus_blur", "zoom_blur", "fog")
 
 
 def array_modules(device: str):
@@ -75,9 +75,28 @@ def corrupt_batched(images, name: str, severity: int, seed: int = 0, indices=Non
     elif name == "gaussian_blur":
         out = xp.clip(ndi.gaussian_filter(x, sigma=(0, c, c, 0), mode="nearest", truncate=4.0),
                       0, 1) * 255
-    else:  # defocus_blur: the anti-aliased disk, correlated with reflect-101 borders
+    elif name == "defocus_blur":  # the anti-aliased disk, correlated with reflect-101 borders
         kernel = xp.asarray(_disk(*c).astype(np.float64))[None, :, :, None]
         out = xp.clip(ndi.correlate(x, kernel, mode="mirror"), 0, 1) * 255
+    elif name == "zoom_blur":  # the mean of the image and its centred zooms, in float32
+        xf = x.astype(xp.float32)
+        h, w = shape[:2]
+        acc = xp.zeros_like(xf)
+        for factor in c:
+            ch, cw = int(np.ceil(h / factor)), int(np.ceil(w / factor))
+            top, left = (h - ch) // 2, (w - cw) // 2
+            z = ndi.zoom(xf[:, top:top + ch, left:left + cw], (1, factor, factor, 1), order=1)
+            ty, tx = (z.shape[1] - h) // 2, (z.shape[2] - w) // 2
+            layer = z[:, ty:ty + h, tx:tx + w]
+            acc[:, :layer.shape[1], :layer.shape[2]] += layer
+        out = xp.clip((xf + acc) / (len(c) + 1), 0, 1) * 255
+    else:  # fog: a diamond-square plasma per image (drawn on the host) over the whole image
+        h, w = shape[:2]
+        size = 1 << max(1, (max(h, w) - 1).bit_length())
+        plasma = xp.asarray(np.stack([plasma_fractal(g, size, c[1])[:h, :w]
+                                      for g in _generators(seed, indices, name, severity)]))
+        top = x.max(axis=(1, 2, 3), keepdims=True)
+        out = xp.clip((x + c[0] * plasma[..., None]) * top / (top + c[0]), 0, 1) * 255
     return out.astype(xp.uint8)
 
 
