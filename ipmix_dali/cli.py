@@ -9,6 +9,7 @@ whole job on built-in data), ``eval`` and ``eval-compare`` (robustness evaluatio
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .config import METHODS
@@ -265,6 +266,41 @@ def _run_eval_compare(args) -> int:
     return 0
 
 
+def _add_bench_train(sub):
+    p = sub.add_parser("bench-train", help="step rate of training on the DALI pipeline vs on "
+                                           "synthetic device-resident batches")
+    p.add_argument("--data", default=None, help="ImageFolder train/ and val/ (default: "
+                                                "generated ImageNet-like JPEGs)")
+    p.add_argument("--images", type=int, default=2560, help="generated training JPEGs")
+    p.add_argument("--arch", default="resnet50")
+    p.add_argument("--method", default="ipmix")
+    p.add_argument("--no-jsd", action="store_true")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"])
+    p.add_argument("--device", default="gpu", choices=["cpu", "gpu"])
+    p.add_argument("--threads", type=int, default=8, help="DALI threads")
+    p.add_argument("--mixing-set", default=None)
+    p.add_argument("--out", default="bench/results/train.json")
+    p.set_defaults(func=_run_bench_train)
+
+
+def _run_bench_train(args) -> int:
+    from .bench_train import run_train_bench
+
+    if args.device == "gpu":
+        from .fractal_gpu import require_gpu
+
+        require_gpu()
+    r = run_train_bench(args.data, args.images, args.arch, args.method, not args.no_jsd,
+                        args.batch_size, args.amp, args.device == "gpu", args.device,
+                        args.threads, args.mixing_set, args.out, args.image_size)
+    print(json.dumps(r["rows"], indent=1))
+    print(f"pipeline / synthetic step rate: {r['pipeline_over_synthetic']} (target 0.95)")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _add_make_corrupted(sub):
     p = sub.add_parser("make-corrupted", help="an ImageNet-C-style set (corruption/severity/"
                                               "class/*.JPEG) from any ImageFolder")
@@ -382,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_compare(sub)
     _add_bench_corruptions(sub)
     _add_make_corrupted(sub)
+    _add_bench_train(sub)
     return parser
 
 

@@ -152,3 +152,20 @@ def test_bench_rows_json_and_chart(tmp_path, capsys):
     chart = Image.open(result["chart"])
     assert chart.format == "PNG" and chart.size[0] > 300
     assert "samples/s" in capsys.readouterr().out
+
+
+def test_bench_train_compares_pipeline_with_synthetic(tmp_path, capsys):
+    """`ipmix-dali bench-train` on the CPU, tiny: both runs time their second half of steps."""
+    out = tmp_path / "train.json"
+    rc = main(["bench-train", "--device", "cpu", "--arch", "resnet18", "--batch-size", "4",
+               "--images", "40", "--image-size", "64", "--amp", "none", "--threads", "1",
+               "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert set(r["rows"]) == {"synthetic", "pipeline"} and r["train_images"] == 40
+    for row in r["rows"].values():
+        assert row["timed_steps"] >= 4 and row["steps_per_s"] > 0
+        assert row["images_per_s"] == pytest.approx(4 * row["steps_per_s"])
+    assert r["pipeline_over_synthetic"] == pytest.approx(
+        r["rows"]["pipeline"]["steps_per_s"] / r["rows"]["synthetic"]["steps_per_s"], rel=1e-2)
+    assert "target 0.95" in capsys.readouterr().out

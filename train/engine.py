@@ -381,7 +381,7 @@ def _train(cfg: TrainConfig, d) -> dict:
                                          f"use --amp bf16")
             if d.main:
                 _append_jsonl(metrics_path, {"step": step, "epoch": epoch, "loss": value,
-                                             "lr": lr_now})
+                                             "lr": lr_now, "time": time.time()})
                 if writer is not None:
                     writer.add_scalar("train/loss", value, step)
                     writer.add_scalar("train/lr", lr_now, step)
