@@ -15,6 +15,14 @@ import sys
 from .config import METHODS
 
 
+def _require_gpu_for(device: str) -> None:
+    """--device gpu without a usable GPU: one ValueError naming the fix (--device cpu)."""
+    if device == "gpu":
+        from .fractal_gpu import require_gpu
+
+        require_gpu()
+
+
 def _add_show(sub):
     p = sub.add_parser("show", help="write a PNG grid: clean image + augmented views per method")
     p.add_argument("--method", default="all",
@@ -288,10 +296,7 @@ def _add_bench_train(sub):
 def _run_bench_train(args) -> int:
     from .bench_train import run_train_bench
 
-    if args.device == "gpu":
-        from .fractal_gpu import require_gpu
-
-        require_gpu()
+    _require_gpu_for(args.device)
     r = run_train_bench(args.data, args.images, args.arch, args.method, not args.no_jsd,
                         args.batch_size, args.amp, args.device == "gpu", args.device,
                         args.threads, args.mixing_set, args.out, args.image_size)
@@ -325,10 +330,7 @@ def _run_make_corrupted(args) -> int:
 
     names = (ALL if args.corruptions == "all" else STANDARD if not args.corruptions
              else [c.strip() for c in args.corruptions.split(",")])
-    if args.device == "gpu":
-        from .fractal_gpu import require_gpu
-
-        require_gpu()
+    _require_gpu_for(args.device)
     m = make_corrupted(args.src, args.out, names, parse_severities(args.severities), args.size,
                        args.seed, args.skip_bad_files, args.workers, device=args.device)
     print(f"wrote {m['written']} images to {args.out} ({m['kept']} already there); "
@@ -392,10 +394,7 @@ def _add_make_mixing_set(sub):
 def _run_make_mixing_set(args) -> int:
     from .builtin_mixing import write_fractal_set
 
-    if args.device == "gpu":
-        from .fractal_gpu import require_gpu
-
-        require_gpu()  # ValueError: "no CUDA GPU available for --device gpu: use --device cpu"
+    _require_gpu_for(args.device)
     written, kept = write_fractal_set(args.out, args.count, args.size, args.seed, args.format,
                                       progress=True, device=args.device)
     print(f"wrote {written} fractals to {args.out} ({kept} already there)")
