@@ -95,8 +95,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
 
     if not jsd:
         return back(views[0])
-    # The clean view: method "none" (normalisation only) on the same executor.
-    none_cfg = make_config("none", preset, image_size=cfg.image_size, mean=cfg.mean, std=cfg.std)
-    clean = get_executor(executor).apply(host, None, sample_plan(none_cfg, host.shape[0],
-                                                                  make_rng(0)))[0]
+    from .executors import clean_view
+
+    clean = clean_view(get_executor(executor), host, cfg)
     return back(clean), back(views[0]), back(views[1])

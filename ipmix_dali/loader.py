@@ -75,7 +75,6 @@ class DaliLoader:
         self.last_batch_policy = last_batch_policy
         self.jsd_output = jsd_output
         self.iters = iters_per_epoch(len(files), batch_size, num_shards)
-        self.batches_consumed = 0  # pipeline batches consumed over all epochs
         self.epoch = 0
         self._position = 0         # batches consumed in the current epoch
         self._make(None)
@@ -91,6 +90,11 @@ class DaliLoader:
                                            last_batch_policy=policy, auto_reset=True)
         except RuntimeError as exc:
             raise decode_error(exc, self.files) from None
+
+    @property
+    def batches_consumed(self) -> int:
+        """Pipeline batches consumed over all epochs (the stage's plan counter on resume)."""
+        return self.epoch * self.iters + self._position
 
     def __len__(self) -> int:
         """Batches per epoch for this shard."""
@@ -112,7 +116,6 @@ class DaliLoader:
         except RuntimeError as exc:
             raise decode_error(exc, self.files) from None
         self._position += 1
-        self.batches_consumed = self.epoch * self.iters + self._position
         labels = out["label"].reshape(-1).long()
         images = [out[name] for name in self.output_names if name not in ("label", "input")]
         if len(images) == 1:
@@ -130,7 +133,6 @@ class DaliLoader:
                         self.files.skipped[0][0])
         self.epoch += 1
         self._position = 0
-        self.batches_consumed = self.epoch * self.iters
 
     def state_dict(self) -> dict:
         """Exact position: DALI's pipeline checkpoint, the epoch and batches consumed."""
@@ -148,7 +150,6 @@ class DaliLoader:
                              f"{self.batch_size}: resume with the same data and batch size")
         self.epoch = int(state["epoch"])
         self._position = int(state["position"])
-        self.batches_consumed = int(state["batches_consumed"])
         self._make(state["dali"])
 
 

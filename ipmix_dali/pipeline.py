@@ -142,12 +142,10 @@ class AugmentStage:
         views = self.executor.apply(x, pics, plan)  # (V, N, H, W, 3) float32, normalised
         outs = list(views)
         if self.config.jsd:
-            from .executors.float_ops import normalize_u8
+            # The clean view on the same executor: the GPU stage normalises with its kernel.
+            from .executors import clean_view
 
-            clean = normalize_u8(x, self.config.mean, self.config.std) if xp is np else (
-                (x.astype(xp.float32) / xp.float32(255.0) - xp.asarray(self.config.mean, xp.float32))
-                / xp.asarray(self.config.std, xp.float32))
-            outs = [clean] + outs
+            outs = [clean_view(self.executor, x, self.config)] + outs
         if self.layout == "NCHW":
             outs = [o.transpose(0, 3, 1, 2) for o in outs]
         dtype = xp.float16 if self.dtype == "float16" else xp.float32
