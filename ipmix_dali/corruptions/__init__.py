@@ -19,12 +19,19 @@ import numpy as np
 from .ops import OPS
 from .params import ALL, EXTRA, PRESETS, STANDARD
 
-__all__ = ["corrupt", "corrupt_one", "ALL", "STANDARD", "EXTRA", "preset_for"]
+__all__ = ["corrupt", "corrupt_one", "image_rng", "ALL", "STANDARD", "EXTRA", "preset_for"]
 
 
 def preset_for(size: int) -> str:
     """"cifar" for images up to 64 px, "imagenet" above (the two parameter sets)."""
     return "cifar" if size <= 64 else "imagenet"
+
+
+def image_rng(seed: int, index: int, name: str, severity: int) -> np.random.Generator:
+    """The generator of image ``index``'s ``name`` at ``severity`` (every path draws from it)."""
+    if name not in ALL:
+        raise ValueError(f"unknown corruption {name!r}: choose from {', '.join(ALL)}")
+    return np.random.default_rng([int(seed), int(index), ALL.index(name) + 1, int(severity)])
 
 
 def corrupt_one(image: np.ndarray, name: str, severity: int, rng: np.random.Generator,
@@ -61,11 +68,9 @@ def corrupt(images, name: str, severity: int, seed: int = 0,
     if preset not in PRESETS:
         raise ValueError(f"preset must be 'imagenet' or 'cifar', got {preset!r}")
     indices = range(len(images)) if indices is None else indices
-    cid = ALL.index(name) if name in ALL else -1
     out = np.empty_like(images)
     for k, (img, idx) in enumerate(zip(images, indices)):
-        rng = np.random.default_rng([int(seed), int(idx), cid + 1, int(severity)])
-        out[k] = corrupt_one(img, name, severity, rng, preset)
+        out[k] = corrupt_one(img, name, severity, image_rng(seed, idx, name, severity), preset)
     return out[0] if single else out
 
 

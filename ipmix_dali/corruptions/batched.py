@@ -34,8 +34,9 @@ def array_modules(device: str):
 
 
 def _generators(seed, indices, name, severity):
-    cid = ALL.index(name) + 1
-    return [np.random.default_rng([int(seed), int(i), cid, int(severity)]) for i in indices]
+    from . import image_rng
+
+    return [image_rng(seed, i, name, severity) for i in indices]
 
 
 def corrupt_batched(images, name: str, severity: int, seed: int = 0, indices=None,

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write, write_json
-from . import ALL, STANDARD, corrupt_one, preset_for
+from . import ALL, STANDARD, corrupt_one, image_rng, preset_for
 
 __all__ = ["make_corrupted", "preprocess", "corrupted_arrays", "parse_severities"]
 
@@ -58,10 +58,6 @@ def _jpeg_round_trip(x: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def _rng(seed, index, name, severity):
-    return np.random.default_rng([int(seed), int(index), ALL.index(name) + 1, int(severity)])
-
-
 def corrupted_arrays(images: np.ndarray, name: str, severity: int, seed: int = 0,
                      indices=None, jpeg: bool = True, device: str = "cpu") -> np.ndarray:
     """In memory: the images ``make_corrupted`` would write (same generators), decoded again;
@@ -77,7 +73,7 @@ def corrupted_arrays(images: np.ndarray, name: str, severity: int, seed: int = 0
         y = cupy.asnumpy(corrupt(cupy.asarray(images), name, severity, seed, indices, preset,
                                  device="gpu"))
     else:
-        y = np.stack([corrupt_one(img, name, severity, _rng(seed, idx, name, severity), preset)
+        y = np.stack([corrupt_one(img, name, severity, image_rng(seed, idx, name, severity), preset)
                       for img, idx in zip(images, indices)]) if len(images) else images.copy()
     return np.stack([_jpeg_round_trip(v) for v in y]) if jpeg and len(y) else y
 
@@ -116,7 +112,7 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
         x = cache.get(i)
         if x is None:
             x = cache[i] = preprocess(files.files[i], size)
-        y = corrupt_one(x, c, s, _rng(seed, i, c, s), preset)
+        y = corrupt_one(x, c, s, image_rng(seed, i, c, s), preset)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_write(path) as f:
             Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
