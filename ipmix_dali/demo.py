@@ -65,21 +65,6 @@ def _load_folder(files):
     return images, np.asarray(files.labels)
 
 
-def _error(model, images, labels, mean, std, batch=256):
-    import torch
-
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    wrong = 0
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float() / 255
-            pred = model((x - m) / s).argmax(1).numpy()
-            wrong += int((pred != labels[i:i + batch]).sum())
-    return 100.0 * wrong / len(images)
-
-
 def _chart(results, path):
     methods = list(results)
     names = ["clean"] + list(GROUPS) + ["mean corruption"]
@@ -118,6 +103,7 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
     import torch
 
     from .builtin_mixing import write_fractal_set
+    from .eval.runner import Evaluator
     from .datasets import scan_image_folder
     from .train.checkpoint import load_latest
     from .train.engine import TrainConfig, _model, train
@@ -154,9 +140,14 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
         from .config import make_config
 
         aug = make_config("none", "cifar")
-        clean = _error(model, images, labels, aug.mean, aug.std)
-        per = {name: float(np.mean([_error(model, corrupted[(name, sev)], labels, aug.mean,
-                                           aug.std) for sev in range(1, 6)]))
+        ev = Evaluator(model, batch_size=256, log=lambda message: None)
+
+        def error(imgs):
+            return ev.run_arrays("demo", imgs, labels, val_files.num_classes, mean=aug.mean,
+                                 std=aug.std)["error"]
+
+        clean = error(images)
+        per = {name: float(np.mean([error(corrupted[(name, sev)]) for sev in range(1, 6)]))
                for name in STANDARD}
         groups = {g: float(np.mean([per[c] for c in names])) for g, names in GROUPS.items()}
         results[method] = {"clean_error": clean, "corruption_error": per, "group_error": groups,
