@@ -216,6 +216,39 @@ def test_batched_twin_equals_per_image_corruptions(photos, name):
         assert diff.max() <= 1 and (diff == 0).mean() >= 0.999, (name, s, diff.max())
 
 
+def _glass_loop(offsets, h, w, delta):
+    """The reference's sweeps, literally: pixel by pixel, bottom-right to top-left."""
+    index = np.arange(h * w).reshape(h, w)
+    for sweep in offsets:
+        for i, r in enumerate(range(h - delta, delta, -1)):
+            for j, col in enumerate(range(w - delta, delta, -1)):
+                dx, dy = sweep[i, j]
+                index[r, col] = index[r + dy, col + dx]
+    return index.ravel()
+
+
+def test_glass_sources_follow_the_sequential_sweeps():
+    from ipmix_dali.corruptions.ops import glass_offsets, glass_sources
+
+    rng = np.random.default_rng(0)
+    for h, w, delta, iterations in ((9, 9, 1, 1), (20, 13, 2, 3), (40, 40, 4, 2), (5, 5, 2, 1),
+                                    (6, 30, 3, 2)):
+        offsets = np.stack([glass_offsets(rng, h, w, delta, iterations) for _ in range(3)])
+        got = glass_sources(offsets, h, w, delta)
+        for k in range(3):
+            assert np.array_equal(got[k], _glass_loop(offsets[k], h, w, delta)), (h, w, delta)
+
+
+def test_frost_texture_is_a_bright_cold_layer():
+    from ipmix_dali.corruptions.ops import frost_texture
+
+    t = np.stack([frost_texture(np.random.default_rng(i), 224, 224) for i in range(4)])
+    r, g, b = (t[..., k].astype(float) for k in range(3))
+    assert np.all(b >= g) and np.all(g >= r)  # blue-white tint on every pixel
+    assert 0.45 < b.mean() / 255 < 0.8 and (b >= 250).mean() > 0.01  # haze plus bright crystals
+    assert not np.array_equal(t[0], t[1])
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ALL)
 def test_gpu_corruptions_equal_cpu(photos, name):
