@@ -50,9 +50,9 @@ def corrupt(images, name: str, severity: int, seed: int = 0,
     """Corrupt a uint8 (N, H, W, 3) batch (or one (H, W, 3) image).
 
     ``indices`` (default 0..N-1) are the images' ids in the dataset: with ``seed`` they key the
-    per-image generators. ``device="gpu"`` takes and returns CuPy arrays: the corruptions of
-    :data:`~.batched.BATCHED` run on the whole batch there (same draws as here), the others per
-    image on the host.
+    per-image generators. ``device="gpu"`` takes and returns CuPy arrays and corrupts the whole
+    batch there (``batched.py``: same draws as here; what stays on the host is listed in
+    :data:`~.batched.HOST_WORK`).
     """
     if device == "gpu":
         return _corrupt_gpu(images, name, severity, seed, indices, preset)
@@ -77,14 +77,14 @@ def corrupt(images, name: str, severity: int, seed: int = 0,
 def _corrupt_gpu(images, name, severity, seed, indices, preset):
     import cupy
 
-    from .batched import BATCHED, corrupt_batched
+    from .batched import corrupt_batched
 
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if name not in ALL:
+        raise ValueError(f"unknown corruption {name!r}: choose from {', '.join(ALL)}")
+    if not 1 <= int(severity) <= 5:
+        raise ValueError(f"severity must be 1-5, got {severity}")
     preset = preset or preset_for(min(images.shape[1:3]))
-    if name in BATCHED:
-        if not 1 <= int(severity) <= 5:
-            raise ValueError(f"severity must be 1-5, got {severity}")
-        return corrupt_batched(cupy.ascontiguousarray(images), name, severity, seed, indices,
-                               preset, device="gpu")
-    return cupy.asarray(corrupt(cupy.asnumpy(images), name, severity, seed, indices, preset))
+    return corrupt_batched(cupy.ascontiguousarray(images), name, severity, seed, indices,
+                           preset, device="gpu")
