@@ -20,6 +20,11 @@ def photos():
     return sample_photos(3, 64, seed=4, min_scale=0.3)
 
 
+@pytest.fixture(scope="module")
+def photos224():
+    return sample_photos(3, 224, seed=4, min_scale=0.3)
+
+
 def _close(got, want, tol=1):
     diff = np.abs(got.astype(np.int64) - np.asarray(want, np.int64))
     assert diff.max() <= tol, diff.max()
@@ -202,17 +207,44 @@ def test_standard_list_is_imagenet_c_order():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_batched_twin_equals_per_image_corruptions(photos, name):
+def test_batched_twin_equals_per_image_corruptions(photos224, name):
     """The GPU code path run with NumPy/SciPy gives the per-image corruptions' pixels exactly
     (same draws, same float operations), at ImageNet and CIFAR sizes."""
     from ipmix_dali.corruptions.batched import corrupt_batched
 
     small = sample_photos(3, 32, seed=5)
-    for images, preset in ((photos, "imagenet"), (small, "cifar")):
+    for images, preset in ((photos224, "imagenet"), (small, "cifar")):
         for s in (1, 3, 5):
             want = corrupt(images, name, s, seed=2, indices=[5, 6, 7], preset=preset)
             got = corrupt_batched(images, name, s, seed=2, indices=[5, 6, 7], preset=preset)
             assert got.dtype == np.uint8 and np.array_equal(got, want), (name, preset, s)
+
+
+class _NumpyUnderAnotherName:
+    """NumPy, but not ``numpy`` itself: the batched code then takes its CuPy branches (the
+    one-kernel gathers, the copy to the host for shot noise and JPEG). It checks our branch
+    logic on the CPU; CuPy's own functions are only checked by the ``gpu`` tests."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def asnumpy(a):
+        return np.asarray(a)
+
+
+def test_device_branches_of_the_batched_code_give_the_same_pixels(photos):
+    from scipy import ndimage
+
+    from ipmix_dali.corruptions import image_rng
+    from ipmix_dali.corruptions.batched import _OPS
+
+    xp = _NumpyUnderAnotherName()
+    for name in ALL:
+        want = corrupt(photos, name, 4, seed=9, preset="imagenet")
+        gens = [image_rng(9, i, name, 4) for i in range(len(photos))]
+        got = _OPS[name](photos, IMAGENET[name][3], gens, xp, ndimage).astype(np.uint8)
+        assert np.array_equal(got, want), name
 
 
 def _glass_loop(offsets, h, w, delta):
