@@ -77,7 +77,7 @@ class LegacyRng:
         return np.random.random_sample(size)
 
     def integers(self, low, high=None, size=None):
-        if size is not None and len(size) == 3 and size[-1] == 2:
+        if isinstance(size, tuple) and len(size) == 3 and size[-1] == 2:
             # one (dx, dy) pair per pixel, drawn pixel by pixel as the glass blur loop does
             return np.array([[np.random.randint(low, high, size=2) for _ in range(size[1])]
                              for _ in range(size[0])]).reshape(size)
@@ -138,9 +138,11 @@ NOTES = {
 
 
 def markdown(result: dict) -> str:
-    """The fidelity table of docs/corruptions.md."""
-    lines = ["| corruption | s1 | s2 | s3 | s4 | s5 | ms/img ours | ms/img imagecorruptions "
-             "| note |", "|---|---|---|---|---|---|---|---|---|"]
+    """The fidelity table of docs/corruptions.md (with a GPU column when a GPU was measured)."""
+    gpu = (result.get("gpu") or {}).get("ms_per_image_batch64", {})
+    head = "| corruption | s1 | s2 | s3 | s4 | s5 | ms/img ours | ms/img imagecorruptions "
+    lines = [head + ("| ms/img GPU (batch 64) " if gpu else "") + "| note |",
+             "|---" * (9 + bool(gpu)) + "|"]
     by = {}
     for r in result["rows"]:
         by.setdefault(r["corruption"], []).append(r)
@@ -151,6 +153,9 @@ def markdown(result: dict) -> str:
             cells.append(f"{100 * r['identical']:.1f} % / {r['mad']:.2f} / {psnr}")
         ours = np.mean([r["ms_ours"] for r in rows])
         theirs = np.mean([r["ms_imagecorruptions"] for r in rows])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ours:.1f} | {theirs:.1f} | "
-                     f"{NOTES.get(name, '')} |")
+        gpu_cell = f" {gpu[name]:.2f} |" if gpu else ""
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ours:.1f} | {theirs:.1f} |"
+                     f"{gpu_cell} {NOTES.get(name, '')} |")
+    if not gpu:
+        lines.append("\nGPU speed: unmeasured (no GPU on the machine that ran this).")
     return "\n".join(lines) + "\n"
