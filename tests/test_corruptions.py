@@ -336,3 +336,32 @@ def test_make_corrupted_gpu_writes_the_cpu_pixels(tmp_path):
         a = np.asarray(Image.open(p)).astype(int)
         b = np.asarray(Image.open(tmp_path / "gpu" / p.relative_to(tmp_path / "cpu"))).astype(int)
         assert np.abs(a - b).max() <= 3  # a 1-level difference can move a few JPEG values
+
+
+def test_fidelity_table_has_a_gpu_column_only_when_measured():
+    from ipmix_dali.corruptions.fidelity import markdown
+
+    rows = [{"corruption": "fog", "severity": s, "identical": 1.0, "mad": 0.0,
+             "psnr": float("inf"), "ms_ours": 1.5, "ms_imagecorruptions": 2.0}
+            for s in range(1, 6)]
+    cpu = markdown({"rows": rows, "gpu": None})
+    assert "| fog | 100.0 % / 0.00 / inf |" in cpu and "| 1.5 | 2.0 |" in cpu
+    assert "GPU speed: unmeasured" in cpu and "GPU (batch 64)" not in cpu
+    gpu = markdown({"rows": rows, "gpu": {"ms_per_image_batch64": {"fog": 0.04}}})
+    assert "| 1.5 | 2.0 | 0.04 |" in gpu and "unmeasured" not in gpu
+    assert gpu.splitlines()[1].count("|---") == 10
+
+
+def test_shifts_repeat_the_edges_on_both_branches():
+    from ipmix_dali.corruptions.ops import shifted
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 37, 23, 3), dtype=np.uint8)
+    for dx in range(-22, 23, 3):
+        for dy in range(-36, 37, 5):
+            d = (np.array([dx, -dy]), np.array([dy, -dx]))
+            got = shifted(x, *d)
+            assert np.array_equal(got, shifted(x, *d, _NumpyUnderAnotherName()))
+            for k in range(2):
+                r = np.clip(np.arange(37) - d[1][k], 0, 36)
+                c = np.clip(np.arange(23) - d[0][k], 0, 22)
+                assert np.array_equal(got[k], x[k][r][:, c]), (dx, dy, k)

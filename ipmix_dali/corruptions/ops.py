@@ -176,11 +176,30 @@ def shifted(x, dx, dy, xp=np):
     """Each image of the batch ``x`` (N, H, W, ...) moved by its own (dx[n], dy[n]), repeating
     the edge rows and columns into the uncovered strips (the reference's roll-and-fill)."""
     n, h, w = x.shape[:3]
+    if xp is np:  # slice copies per image: several times faster than a gather in NumPy
+        return np.stack([_shifted_one(x[k], int(dx[k]), int(dy[k])) for k in range(n)])
     r = xp.clip(xp.arange(h)[None, :] - dy[:, None], 0, h - 1)
     c = xp.clip(xp.arange(w)[None, :] - dx[:, None], 0, w - 1)
-    if xp is np:  # two contiguous takes per image are ~5x faster than one fancy gather here
-        return np.stack([x[k].take(r[k], axis=0).take(c[k], axis=1) for k in range(n)])
     return x[xp.arange(n)[:, None, None], r[:, :, None], c[:, None, :]]  # one kernel per tap
+
+
+def _shifted_one(img, dx, dy):
+    """``img[clip(y - dy), clip(x - dx)]`` by slices: the moved block, then the edge fill."""
+    h, w = img.shape[:2]
+    # a shift by the whole size or more fills with the edge, as one by size - 1 does
+    dx, dy = min(max(dx, 1 - w), w - 1), min(max(dy, 1 - h), h - 1)
+    out = np.empty_like(img)
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    if dy > 0:
+        out[:dy] = out[dy]
+    elif dy < 0:
+        out[h + dy:] = out[h + dy - 1]
+    if dx > 0:
+        out[:, :dx] = out[:, dx:dx + 1]
+    elif dx < 0:
+        out[:, w + dx:] = out[:, w + dx - 1:w + dx]
+    return out
 
 
 def motion_blur_batch(x, radius, sigma, angles, xp=np):
