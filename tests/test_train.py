@@ -97,7 +97,9 @@ def test_killed_run_resumes_with_the_same_losses(run_data, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(run_data, tmp_path):
     out = tmp_path / "term"
-    proc = subprocess.Popen(_cmd(run_data, out, "--checkpoint-every", "0"), env=_env(),
+    # losses read back every 3 steps: the signal is seen at the next read-back
+    proc = subprocess.Popen(_cmd(run_data, out, "--checkpoint-every", "0", "--sync-every", "3"),
+                            env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not (
@@ -121,7 +123,8 @@ def _torchrun(nproc, *args):
 
 
 def test_two_process_ddp_matches_one_process_same_global_batch(tmp_path):
-    """torchrun with 2 CPU processes (gloo) x batch 4 == 1 process x batch 8, step by step.
+    """torchrun with 2 CPU processes (gloo) x batch 4 == 1 process x batch 8, step by step, also
+    when the losses are read back in blocks of steps (``--sync-every``).
 
     ``--data synthetic`` gives both runs the same samples per global step; GroupNorm keeps the
     forward pass independent of how the global batch is split (BatchNorm's statistics are not).
@@ -131,8 +134,9 @@ def test_two_process_ddp_matches_one_process_same_global_batch(tmp_path):
               "--method", "none", "--lr", "0.002", "--threads", "1", "--no-bn-weight-decay"]
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_cmd_plain(common, one, 8), check=True, env=_env(), capture_output=True)
-    res = subprocess.run(_torchrun(2, *common, "--batch-size", "4", "--out", str(two)),
-                         env=_env(), capture_output=True, text=True)
+    # the two-process run reads its losses back every 5 steps (as on a GPU), the other every step
+    res = subprocess.run(_torchrun(2, *common, "--batch-size", "4", "--sync-every", "5",
+                                   "--out", str(two)), env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     a, _ = _step_losses(one)
     b, _ = _step_losses(two)

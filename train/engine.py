@@ -68,6 +68,7 @@ class TrainConfig:
     resume: str = "auto"       # auto | none | PATH
     skip_bad_files: bool = False
     log_every: int = 10
+    sync_every: int = 0            # steps per host readback of the losses; 0: 1 on CPU, log_every on GPU
     aug: Optional[str] = None      # method options, "k=3,t=3,beta=4,all_ops=True,patch_sizes=4:8:16"
     recipe: Optional[str] = None   # ipmix-imagenet | resnet50-90ep (explicit flags override it)
     min_lr: float = 0.0            # the cosine ends here (the IPMix scripts: 1e-6)
@@ -342,9 +343,40 @@ def _train(cfg: TrainConfig, d) -> dict:
             writer = SummaryWriter(os.path.join(cfg.out, "tb"), purge_step=step + 1)
 
     # --- epochs -----------------------------------------------------------------------------
+    # Reading the loss back to the host waits for the GPU to finish the step, so the next
+    # step's kernels are queued only then. On a GPU the losses stay on the device and are read
+    # (with the one all-reduce that also carries the stop signal) every ``sync_every`` steps;
+    # each step still gets its own metrics record.
+    sync_every = cfg.sync_every or (cfg.log_every if device.type == "cuda" else 1)
     stop = _Stop()
     net.train()
     summary = {}
+    pending = []  # (step, epoch, loss on the device, lr) not yet read back
+
+    def read_back(t_epoch, t_wait, seen):
+        """Read the pending losses (mean over ranks), log them; True if any rank got a signal."""
+        *sums, stops = d.all_reduce_sum(
+            torch.stack([loss for _, _, loss, _ in pending]).double().tolist()
+            + [float(stop.requested)], device)
+        for (at, ep, _, lr_at), loss_sum in zip(pending, sums):
+            value = loss_sum / d.world
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value} at step {at}: lower --lr or "
+                                         f"use --amp bf16")
+            if d.main:
+                _append_jsonl(metrics_path, {"step": at, "epoch": ep, "loss": value,
+                                             "lr": lr_at, "time": time.time()})
+                if writer is not None:
+                    writer.add_scalar("train/loss", value, at)
+                    writer.add_scalar("train/lr", lr_at, at)
+                tty = sys.stdout.isatty()
+                if (tty and at == pending[-1][0]) or at % max(1, cfg.log_every) == 0:
+                    _progress(ep, at - ep * steps_per_epoch, steps_per_epoch, value, lr_at,
+                              seen / (time.perf_counter() - t_epoch),
+                              t_wait / (time.perf_counter() - t_epoch), tty)
+        pending.clear()
+        return stops > 0
+
     while epoch < cfg.epochs:
         t_epoch, t_wait, seen = time.perf_counter(), 0.0, 0
         t_ready = time.perf_counter()
@@ -372,31 +404,22 @@ def _train(cfg: TrainConfig, d) -> dict:
             scheduler.step()
             step += 1
             seen += len(labels) * d.world
-            # One small all-reduce: the mean loss over ranks and whether any rank got a signal.
-            loss_sum, stops = d.all_reduce_sum([float(loss.detach()), float(stop.requested)],
-                                               device)
-            value = loss_sum / d.world
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss is {value} at step {step}: lower --lr or "
-                                         f"use --amp bf16")
-            if d.main:
-                _append_jsonl(metrics_path, {"step": step, "epoch": epoch, "loss": value,
-                                             "lr": lr_now, "time": time.time()})
-                if writer is not None:
-                    writer.add_scalar("train/loss", value, step)
-                    writer.add_scalar("train/lr", lr_now, step)
-                tty = sys.stdout.isatty()
-                if tty or step % max(1, cfg.log_every) == 0:
-                    _progress(epoch, step - epoch * steps_per_epoch, steps_per_epoch, value,
-                              lr_now, seen / (time.perf_counter() - t_epoch),
-                              t_wait / (time.perf_counter() - t_epoch), tty)
-            if stops > 0 or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            pending.append((step, epoch, loss.detach(), lr_now))
+            checkpoint_due = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+            epoch_end = step % steps_per_epoch == 0
+            if not (len(pending) >= sync_every or checkpoint_due or epoch_end):
+                t_ready = time.perf_counter()
+                continue
+            stopped = read_back(t_epoch, t_wait, seen)
+            if stopped or checkpoint_due:
                 save()
-                if stops > 0:
+                if stopped:
                     if d.main:
                         print(f"stopped by signal: checkpoint at step {step}", flush=True)
                     return {"stopped_at_step": step}
             t_ready = time.perf_counter()
+        if pending:  # an epoch shorter than steps_per_epoch says (a loader that ran dry)
+            read_back(t_epoch, t_wait, seen)
         epoch += 1
         elapsed = time.perf_counter() - t_epoch
         record = {"epoch": epoch - 1, "step": step, "train_img_per_s": seen / elapsed,
