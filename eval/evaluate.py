@@ -69,14 +69,10 @@ def _key(checkpoint, arch, extra):
 
 
 def _versions():
-    out = {}
-    for mod in ("torch", "torchvision", "numpy", "nvidia.dali", "torchmetrics", "sklearn"):
-        try:
-            m = __import__(mod, fromlist=["__version__"])
-            out[mod] = getattr(m, "__version__", None)
-        except ImportError:
-            out[mod] = None
-    return out
+    from ipmix_dali.bench_executors import package_versions
+
+    return package_versions(("torch", "torchvision", "numpy", "nvidia.dali", "torchmetrics",
+                             "sklearn"))
 
 
 def _subset_files(files, indices):

@@ -20,6 +20,19 @@ from .plans import sample_plan
 from .rng import make_rng
 
 
+def package_versions(modules) -> dict:
+    """``{module: __version__}`` for dotted module names; None where one does not import."""
+    import importlib
+
+    versions = {}
+    for mod in modules:
+        try:
+            versions[mod] = getattr(importlib.import_module(mod), "__version__", None)
+        except Exception:
+            versions[mod] = None
+    return versions
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or ""
     try:
@@ -30,12 +43,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    versions = {}
-    for mod in ("numpy", "PIL", "torch", "torchvision"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:
-            versions[mod] = None
+    versions = package_versions(("numpy", "PIL", "torch", "torchvision"))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=5).stdout.strip() or None
