@@ -52,6 +52,9 @@ def preprocess(path: str, size: int = 224, resize=None) -> np.ndarray:
         return np.asarray(img.crop((left, top, left + size, top + size)), np.uint8)
 
 
+GPU_CHUNK = 64  # images per CuPy batch
+
+
 def _jpeg_round_trip(x: np.ndarray) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(x).save(buf, "JPEG", quality=QUALITY, optimize=True)
@@ -65,17 +68,23 @@ def corrupted_arrays(images: np.ndarray, name: str, severity: int, seed: int = 0
     (:mod:`.batched`); the JPEG round trip stays on the host."""
     preset = preset_for(images.shape[1])
     indices = list(range(len(images)) if indices is None else indices)
-    if device == "gpu":
+    if device == "gpu" and len(images):
         import cupy
 
         from . import corrupt
 
-        y = cupy.asnumpy(corrupt(cupy.asarray(images), name, severity, seed, indices, preset,
-                                 device="gpu"))
+        # in chunks: a whole val set (50,000 x 224^2) with the float64 steps would not fit
+        y = np.concatenate([cupy.asnumpy(corrupt(
+            cupy.asarray(images[k:k + GPU_CHUNK]), name, severity, seed,
+            indices[k:k + GPU_CHUNK], preset, device="gpu"))
+            for k in range(0, len(images), GPU_CHUNK)])
     else:
         y = np.stack([corrupt_one(img, name, severity, image_rng(seed, idx, name, severity), preset)
                       for img, idx in zip(images, indices)]) if len(images) else images.copy()
-    return np.stack([_jpeg_round_trip(v) for v in y]) if jpeg and len(y) else y
+    if not (jpeg and len(y)):
+        return y
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:  # PIL frees the GIL
+        return np.stack(list(pool.map(_jpeg_round_trip, y)))
 
 
 def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), size: int = 224,
@@ -126,9 +135,8 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
             with atomic_write(path) as f:
                 Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
 
-        step = 64
-        for start in range(0, len(files), step):
-            idx = list(range(start, min(start + step, len(files))))
+        for start in range(0, len(files), GPU_CHUNK):
+            idx = list(range(start, min(start + GPU_CHUNK, len(files))))
             todo = [(c, s) for c in corruptions for s in severities
                     if any(not os.path.exists(target(i, c, s)) for i in idx)]
             if not todo:
