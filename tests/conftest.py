@@ -28,3 +28,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def photos224():
+    """Three 224 px crops of real photographs (uint8 (3, 224, 224, 3)), shared by the tests."""
+    from ipmix_dali.samples import sample_photos
+
+    return sample_photos(3, 224, seed=4, min_scale=0.3)

@@ -20,11 +20,6 @@ def photos():
     return sample_photos(3, 64, seed=4, min_scale=0.3)
 
 
-@pytest.fixture(scope="module")
-def photos224():
-    return sample_photos(3, 224, seed=4, min_scale=0.3)
-
-
 def _close(got, want, tol=1):
     diff = np.abs(got.astype(np.int64) - np.asarray(want, np.int64))
     assert diff.max() <= tol, diff.max()

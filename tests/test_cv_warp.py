@@ -7,7 +7,6 @@ import pytest
 
 from ipmix_dali.corruptions.cv_warp import SIMD_BLOCK_COLUMNS, _fma_f32, invert_affine, warp_affine
 from ipmix_dali.corruptions.params import CIFAR, IMAGENET
-from ipmix_dali.samples import sample_photos
 
 
 def cv2_warp(images, matrices):
@@ -60,8 +59,8 @@ def assert_identical(got, want):
 
 
 @pytest.fixture(scope="module")
-def photos():
-    return sample_photos(3, 224, seed=4, min_scale=0.3).astype(np.float32) / 255
+def photos(photos224):
+    return photos224.astype(np.float32) / 255
 
 
 def test_photos_224_elastic_and_far_maps(photos):

@@ -34,11 +34,6 @@ def random_images(n, height, width, seed):
 
 
 @pytest.fixture(scope="module")
-def photos224():
-    return sample_photos(3, 224, seed=4, min_scale=0.3)
-
-
-@pytest.fixture(scope="module")
 def photos32():
     return sample_photos(3, 32, seed=4, min_scale=0.3)
 
