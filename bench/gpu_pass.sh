@@ -35,7 +35,7 @@ timeout 150 python3 -m ipmix_dali bench --backends reference,dali-gpu --methods 
 timeout 150 python3 -m ipmix_dali bench-train --device gpu --images 5120 \
     --out "$OUT/train_gpu.json" 2>&1 | tail -8
 
-# 5. corruptions: ms per image on the GPU batch path (and the host fallbacks), batch 64.
+# 5. corruptions: ms per image of all 19 on the GPU batch path (host parts included), batch 64.
 timeout 60 python3 - "$OUT/corruptions_gpu.json" <<'EOF' 2>&1 | tail -25
 import json, sys
 from ipmix_dali.corruptions.batched import gpu_speed
