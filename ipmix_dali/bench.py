@@ -90,11 +90,13 @@ def _reference_batches(files, config, bank, batch_size, workers, seed):
             shutdown()
 
 
-def _dali_batches(files, config, bank, batch_size, threads, seed, device):
+def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_threads=1):
+    from .executors import get_executor
     from .loader import train_loader
 
+    extra = {} if device == "gpu" else {"executor": get_executor("numpy", threads=stage_threads)}
     loader = train_loader(files, config, batch_size=batch_size, bank=bank, device=device,
-                          num_threads=threads, seed=seed, last_batch_policy="drop")
+                          num_threads=threads, seed=seed, last_batch_policy="drop", **extra)
     while True:
         for batch in loader:
             yield batch
@@ -145,13 +147,13 @@ def _gpu_available():
 
 
 def time_backend(backend, files, config, bank, batch_size, batches, warmup, workers, threads,
-                 seed=0):
+                 seed=0, stage_threads=1):
     """One row: samples/s, images/s and resources of ``batches`` timed batches."""
     if backend == "reference":
         gen = _reference_batches(files, config, bank, batch_size, workers, seed)
     else:
         gen = _dali_batches(files, config, bank, batch_size, threads, seed,
-                            "gpu" if backend == "dali-gpu" else "cpu")
+                            "gpu" if backend == "dali-gpu" else "cpu", stage_threads)
     if backend == "reference":
         # Every worker builds whole batches and keeps two finished ones queued.
         warmup = max(warmup, workers)
@@ -239,7 +241,7 @@ def bar_chart(rows, path, title):
 def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, batch_size=32,
               batches=16, warmup=1, data=None, images=128, workers=None, threads=None,
               mixing_set=None, out="bench/results/bench_cpu.json", chart=None,
-              log=print) -> dict:
+              log=print, stage_threads=1) -> dict:
     """Time every (backend, method) pair; write the JSON result and the PNG chart."""
     from .datasets import scan_image_folder
     from .mixing_set import default_cache_dir, load_mixing_bank
@@ -275,12 +277,14 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                    "batch_size": batch_size,
                    "workers" if backend == "reference" else "dali_threads":
                        workers if backend == "reference" else threads}
+            if backend == "dali-cpu":
+                row["stage_threads"] = stage_threads
             if backend == "dali-gpu" and not _gpu_available():
                 row["error"] = "no CUDA GPU on this machine"
             else:
                 try:
                     row.update(time_backend(backend, files, cfg, bank, batch_size, batches,
-                                            warmup, workers, threads))
+                                            warmup, workers, threads, stage_threads=stage_threads))
                 except (ImportError, ValueError, RuntimeError) as exc:
                     row["error"] = str(exc).splitlines()[0][:200]
             rows.append(row)

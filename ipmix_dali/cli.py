@@ -121,6 +121,8 @@ def _add_bench(sub):
     p.add_argument("--workers", type=int, default=None,
                    help="reference DataLoader workers (default: every core)")
     p.add_argument("--threads", type=int, default=None, help="DALI threads (default: every core)")
+    p.add_argument("--stage-threads", type=int, default=1,
+                   help="dali-cpu: threads of the NumPy augmentation stage (same pixels)")
     p.add_argument("--mixing-set", default=None, help="mixing pictures (default: built-in fractals)")
     p.add_argument("--out", default="bench/results/bench_cpu.json")
     p.add_argument("--chart", default=None, help="PNG chart (default: next to --out)")
@@ -134,8 +136,8 @@ def _run_bench(args) -> int:
     result = run_bench(backends, [m.strip() for m in args.methods.split(",")], jsd=args.jsd,
                        batch_size=args.batch_size, batches=args.batches, warmup=args.warmup,
                        data=args.data, images=args.images, workers=args.workers,
-                       threads=args.threads, mixing_set=args.mixing_set, out=args.out,
-                       chart=args.chart)
+                       threads=args.threads, stage_threads=args.stage_threads,
+                       mixing_set=args.mixing_set, out=args.out, chart=args.chart)
     print(result["table"])
     for name, value in result["ratios"].items():
         print(f"{name}: {value}")

@@ -131,3 +131,18 @@ def test_same_seed_same_pixels(method, data):
     assert not np.array_equal(outs[0], outs[2])  # next iteration: new decisions
     # JSD: the two views of a sample are independent draws
     assert not np.array_equal(outs[0][0], outs[0][1])
+
+
+@pytest.mark.parametrize("method", ["none", "augmix", "pixmix", "ipmix", "layermix"])
+def test_threads_do_not_change_the_pixels(method, data):
+    """The NumPy executor's chunks on 3 threads (three chunks of 4 samples here) give the one-thread
+    result exactly."""
+    images, bank = data["cifar"]
+    cfg = make_config(method, "cifar", jsd=True)
+    plan = sample_plan(cfg, N, make_rng(6, 0, 0, 1), len(bank), bank.side)
+    pics = (bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
+            if "mix_index" in plan.arrays else None)
+    one = get_executor("numpy").apply(images, pics, plan)
+    threaded = get_executor("numpy", threads=3)
+    assert np.array_equal(threaded.apply(images, pics, plan), one)
+    assert np.array_equal(threaded.apply(images, pics, plan), one)  # the pool is reused

@@ -64,10 +64,11 @@ def test_labels_and_epoch_length(tree):
 
 @pytest.mark.parametrize("method", ["ipmix", "pixmix", "augmix", "layermix", "none"])
 def test_pipeline_equals_executor_on_the_same_crops(tree, bank, method):
-    """Each batch is the executor applied to the pipeline's own crops with the plan of its key."""
+    """Each batch is the executor applied to the pipeline's own crops with the plan of its key
+    (the pipeline's stage on 2 threads, the check on one)."""
     cfg = _cfg(method)
     loader = train_loader(tree, cfg, batch_size=BATCH, bank=bank, seed=5, emit_input=True,
-                          last_batch_policy="fill")
+                          last_batch_policy="fill", executor=get_executor("numpy", threads=2))
     ex = get_executor("numpy")
     stage = AugmentStage(cfg, bank if method != "augmix" and method != "none" else None, ex,
                          seed=5, shard_id=0, iters=loader.iters, layout="NHWC")

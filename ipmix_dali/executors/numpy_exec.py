@@ -109,24 +109,43 @@ class NumpyExecutor:
     Args:
         chunk_size: samples processed together (bounds the float working set, about
             chunk_size * views * chains * H * W * 3 * 4 bytes).
+        threads: chunks run on this many threads (NumPy releases the GIL in its loops); a
+            batch is then cut into at least this many chunks. Samples are independent given
+            the plan, so the pixels do not depend on it.
     """
 
     name = "numpy"
 
-    def __init__(self, chunk_size: int = 32):
+    def __init__(self, chunk_size: int = 32, threads: int = 1):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.chunk_size = chunk_size
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.chunk_size, self.threads = chunk_size, threads
+        self._pool = None
 
     def apply(self, images: np.ndarray, mixing_pictures, plan: Plan) -> np.ndarray:
         _check_inputs(images, mixing_pictures, plan)
         out = np.empty((plan.views,) + images.shape, dtype=np.float32)
         run = getattr(self, "_" + plan.method)
-        for start in range(0, plan.n, self.chunk_size):
-            stop = min(start + self.chunk_size, plan.n)
+        size = min(self.chunk_size, max(1, -(-plan.n // self.threads)))
+
+        def chunk(start):
+            stop = min(start + size, plan.n)
             pics = None if mixing_pictures is None else mixing_pictures[start:stop]
             out[:, start:stop] = run(images[start:stop], pics, slice_plan(plan, start, stop),
                                      plan.config)
+
+        starts = range(0, plan.n, size)
+        if self.threads > 1 and len(starts) > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="numpy-exec")
+            list(self._pool.map(chunk, starts))  # list(): re-raises a chunk's exception
+        else:
+            for start in starts:
+                chunk(start)
         return out
 
     # Each method returns (V, n, H, W, 3) float32 for one chunk.
