@@ -310,14 +310,19 @@ def _run_bench_train(args) -> int:
 
 def _add_make_corrupted(sub):
     p = sub.add_parser("make-corrupted", help="an ImageNet-C-style set (corruption/severity/"
-                                              "class/*.JPEG) from any ImageFolder")
-    p.add_argument("--src", required=True, help="ImageFolder tree (e.g. imagenet/val)")
+                                              "class/*.JPEG) or a CIFAR-C-style one (.npy) "
+                                              "from any ImageFolder")
+    p.add_argument("--src", required=True, help="ImageFolder tree (e.g. imagenet/val); with "
+                                                "--layout cifar-c also a .npz (images, labels)")
     p.add_argument("--out", required=True)
+    p.add_argument("--layout", choices=["imagenet-c", "cifar-c"], default="imagenet-c",
+                   help="imagenet-c: corruption/severity/class/*.JPEG (q85); cifar-c: "
+                        "<corruption>.npy (severities x N) + labels.npy, no JPEG")
     p.add_argument("--corruptions", default=None,
                    help="comma list (default: the 15 standard; 'all' adds the 4 extras)")
     p.add_argument("--severities", default="1-5")
-    p.add_argument("--size", type=int, default=224, help="crop side (32 selects the CIFAR "
-                                                         "parameters)")
+    p.add_argument("--size", type=int, default=None,
+                   help="crop side (default 224, cifar-c 32; <= 64 selects the CIFAR parameters)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
@@ -333,8 +338,18 @@ def _run_make_corrupted(args) -> int:
     names = (ALL if args.corruptions == "all" else STANDARD if not args.corruptions
              else [c.strip() for c in args.corruptions.split(",")])
     _require_gpu_for(args.device)
-    m = make_corrupted(args.src, args.out, names, parse_severities(args.severities), args.size,
-                       args.seed, args.skip_bad_files, args.workers, device=args.device)
+    if args.layout == "cifar-c":
+        from .corruptions.cifar_c import make_cifar_c
+
+        m = make_cifar_c(args.src, args.out, names, parse_severities(args.severities),
+                         args.size or 32, args.seed, args.skip_bad_files, device=args.device)
+        print(f"wrote {len(m['written'])} corruption files of {m['images']} images x "
+              f"{len(m['severities'])} severities to {args.out} ({len(m['kept'])} already "
+              f"there); CIFAR-C-style, not the canonical CIFAR-10/100-C")
+        return 0
+    m = make_corrupted(args.src, args.out, names, parse_severities(args.severities),
+                       args.size or 224, args.seed, args.skip_bad_files, args.workers,
+                       device=args.device)
     print(f"wrote {m['written']} images to {args.out} ({m['kept']} already there); "
           f"ImageNet-C-style, not the canonical ImageNet-C")
     return 0

@@ -362,3 +362,48 @@ def test_shifts_repeat_the_edges_on_both_branches():
                 r = np.clip(np.arange(37) - d[1][k], 0, 36)
                 c = np.clip(np.arange(23) - d[0][k], 0, 22)
                 assert np.array_equal(got[k], x[k][r][:, c]), (dx, dy, k)
+
+
+def test_make_cifar_c_layout_values_resume_and_eval_reads_it(tmp_path, capsys):
+    import torch
+
+    from ipmix_dali.cli import main
+    from ipmix_dali.corruptions.cifar_c import load_test_images
+    from ipmix_dali.eval.evaluate import _cifar_c
+
+    images = sample_photos(6, 32, seed=3)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    np.savez(tmp_path / "test.npz", images=images, labels=labels)
+    out = tmp_path / "c"
+    args = ["make-corrupted", "--layout", "cifar-c", "--src", str(tmp_path / "test.npz"),
+            "--out", str(out), "--corruptions", "fog,glass_blur", "--seed", "4"]
+    assert main(args) == 0 and "CIFAR-C-style" in capsys.readouterr().out
+    assert np.array_equal(np.load(out / "labels.npy"), np.tile(labels, 5).astype(np.uint8))
+    for name in ("fog", "glass_blur"):
+        data = np.load(out / f"{name}.npy")
+        assert data.shape == (30, 32, 32, 3) and data.dtype == np.uint8
+        for s in range(1, 6):  # severity-major, the corrupted pixels themselves (no JPEG)
+            want = corrupt(images, name, s, seed=4, preset="cifar")
+            assert np.array_equal(data[(s - 1) * 6:s * 6], want), (name, s)
+    before = (out / "fog.npy").stat().st_mtime_ns
+    assert main(args) == 0 and "(2 already there)" in capsys.readouterr().out  # resumes
+    assert (out / "fog.npy").stat().st_mtime_ns == before
+    assert main(args[:-1] + ["5"]) == 2  # another seed into the same folder: refused
+    assert "other seed" in capsys.readouterr().err
+
+    # an ImageFolder of 32 px PNGs gives the same images as the .npz
+    for i, (img, y) in enumerate(zip(images, labels)):
+        folder = tmp_path / "tree" / f"class{y}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    got, got_labels, _ = load_test_images(tmp_path / "tree")
+    order = np.argsort([f"class{y}/{i}" for i, y in enumerate(labels)], kind="stable")
+    assert np.array_equal(got, images[order]) and np.array_equal(got_labels, labels[order])
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32 * 3, 3)).eval()
+    res = _cifar_c(model, str(out), "cpu", 8, log=lambda m: None)
+    assert sorted(res["per_corruption"]) == ["fog", "glass_blur"] and len(res["missing"]) == 13
+    x = torch.from_numpy(np.load(out / "fog.npy")).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    wrong = (model(x).argmax(1).numpy() != np.tile(labels, 5)).mean()
+    assert res["per_corruption"]["fog"] == pytest.approx(100 * wrong)
