@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_np_ops import _edge_cases, _pairs, _params
+from test_np_ops import _edge_cases, _odd_batches, _off_range_param, _pairs
 
 from ipmix_dali.executors import np_ops
 from ipmix_dali.ops import table
@@ -67,27 +67,11 @@ def test_matches_np_ops(name, s, images):
 @pytest.mark.parametrize("name", PIL_OPS)
 def test_off_range_and_odd_shapes(name):
     rng = np.random.default_rng(11)
-    wide = {
-        "rotate": lambda: float(rng.integers(-400, 400)),
-        "shear_x": lambda: rng.uniform(-1.5, 1.5), "shear_y": lambda: rng.uniform(-1.5, 1.5),
-        "translate_x": lambda: rng.uniform(-60, 60), "translate_y": lambda: rng.uniform(-60, 60),
-        "autocontrast": lambda: rng.choice([-2.0, 0.0, rng.uniform(0, 100), 100.0, 120.0, 1e9]),
-        "solarize": lambda: float(rng.integers(-3, 260)),
-        "posterize": lambda: float(rng.integers(-2, 11)),
-    }.get(name, lambda: rng.uniform(-1.0, 3.0))
-    for h, w in ((37, 53), (53, 37), (3, 2), (1, 1), (64, 48), (300, 301)):
-        for kind in range(3):
-            if kind == 0:
-                imgs = rng.integers(0, 256, (8, h, w, 3), dtype=np.uint8)
-            elif kind == 1:
-                imgs = rng.integers(0, 3, (8, h, w, 3)).astype(np.uint8) * 100
-            else:
-                yy, xx = np.mgrid[0:h, 0:w]
-                ramp = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1),
-                                 (xx + yy) % 256], -1).astype(np.uint8)
-                imgs = np.stack([ramp] * 8)
-            params = np.array([wide() for _ in range(8)], dtype=np.float64)
-            _assert_same(PIL_OPS.index(name), imgs, params, f"{h}x{w} kind {kind}")
+    wide = _off_range_param(name, rng)
+    shapes = ((37, 53), (53, 37), (3, 2), (1, 1), (64, 48), (300, 301))
+    for h, w, kind, imgs in _odd_batches(rng, shapes, 8):
+        params = np.array([wide() for _ in range(8)], dtype=np.float64)
+        _assert_same(PIL_OPS.index(name), imgs, params, f"{h}x{w} kind {kind}")
 
 
 def test_rotate_fast_paths(images):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kernel_emu import EmulatedModule
-from test_np_ops import _edge_cases, _params
+from test_np_ops import _edge_cases, _odd_batches, _off_range_param, _params
 
 from ipmix_dali.executors import cupy_ops, np_ops
 from ipmix_dali.ops import table
@@ -97,27 +97,11 @@ def test_off_range_and_odd_shapes(modules, name):
     """Non-square and tiny images, noise / few levels / ramps, parameters far outside the
     reference ranges (as test_np_ops.test_matches_pil_off_range_and_odd_shapes)."""
     rng = np.random.default_rng(11)
-    wide = {
-        "rotate": lambda: float(rng.integers(-400, 400)),
-        "shear_x": lambda: rng.uniform(-1.5, 1.5), "shear_y": lambda: rng.uniform(-1.5, 1.5),
-        "translate_x": lambda: rng.uniform(-60, 60), "translate_y": lambda: rng.uniform(-60, 60),
-        "autocontrast": lambda: rng.choice([-2.0, 0.0, rng.uniform(0, 100), 100.0, 120.0, 1e9]),
-        "solarize": lambda: float(rng.integers(-3, 260)),
-        "posterize": lambda: float(rng.integers(-2, 11)),
-    }.get(name, lambda: rng.uniform(-1.0, 3.0))
-    for h, w in ((37, 53), (53, 37), (3, 2), (2, 3), (1, 1), (64, 48)):
-        for kind in range(3):
-            if kind == 0:
-                imgs = rng.integers(0, 256, (8, h, w, 3), dtype=np.uint8)
-            elif kind == 1:  # few distinct values: many ties and equal neighbours
-                imgs = rng.integers(0, 3, (8, h, w, 3)).astype(np.uint8) * 100
-            else:  # smooth ramps
-                yy, xx = np.mgrid[0:h, 0:w]
-                ramp = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1),
-                                 (xx + yy) % 256], -1).astype(np.uint8)
-                imgs = np.stack([ramp] * 8)
-            params = np.array([wide() for _ in range(8)], dtype=np.float64)
-            assert_same(modules, PIL_OPS.index(name), imgs, params, f"{h}x{w} kind {kind}")
+    wide = _off_range_param(name, rng)
+    shapes = ((37, 53), (53, 37), (3, 2), (2, 3), (1, 1), (64, 48))
+    for h, w, kind, imgs in _odd_batches(rng, shapes, 8):
+        params = np.array([wide() for _ in range(8)], dtype=np.float64)
+        assert_same(modules, PIL_OPS.index(name), imgs, params, f"{h}x{w} kind {kind}")
 
 
 def test_rotate_fast_paths_and_general(modules, images):

@@ -121,6 +121,37 @@ def _params(name: str, s: int) -> list:
     }[name]
 
 
+def _off_range_param(name: str, rng):
+    """A sampler of parameters far outside the reference ranges for op ``name``: rotations past
+    90 degrees, big shears, translations past the border, cutoffs up to 100 % and beyond and
+    negative, solarize thresholds and posterize bits out of range, blend factors < 0 and > 1."""
+    return {
+        "rotate": lambda: float(rng.integers(-400, 400)),
+        "shear_x": lambda: rng.uniform(-1.5, 1.5), "shear_y": lambda: rng.uniform(-1.5, 1.5),
+        "translate_x": lambda: rng.uniform(-60, 60), "translate_y": lambda: rng.uniform(-60, 60),
+        "autocontrast": lambda: rng.choice([-2.0, 0.0, rng.uniform(0, 100), 100.0, 120.0, 1e9]),
+        "solarize": lambda: float(rng.integers(-3, 260)),
+        "posterize": lambda: float(rng.integers(-2, 11)),
+    }.get(name, lambda: rng.uniform(-1.0, 3.0))
+
+
+def _odd_batches(rng, shapes, n: int):
+    """(h, w, kind, uint8 (n, h, w, 3)) for each shape: noise, few distinct values (many ties
+    and equal neighbours), smooth ramps."""
+    for h, w in shapes:
+        for kind in range(3):
+            if kind == 0:
+                imgs = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+            elif kind == 1:
+                imgs = rng.integers(0, 3, (n, h, w, 3)).astype(np.uint8) * 100
+            else:
+                yy, xx = np.mgrid[0:h, 0:w]
+                ramp = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1),
+                                 (xx + yy) % 256], -1).astype(np.uint8)
+                imgs = np.stack([ramp] * n)
+            yield h, w, kind, imgs
+
+
 def _pairs(name: str, s: int, k: int):
     """(image index, param) pairs: at 32 every image with every parameter; at 224 each
     parameter with 5 images (cycling over all of them) and every image with >= 5 parameters."""
@@ -193,34 +224,16 @@ def test_table_sampled_params_match_reference(images):
                                   "color", "contrast", "brightness", "sharpness", "autocontrast",
                                   "solarize", "equalize"])
 def test_matches_pil_off_range_and_odd_shapes(name):
-    """Non-square and tiny images, noise, parameters far outside the reference ranges
-    (rotations past 90 degrees, big shears, translations past the border, blend factors < 0
-    and > 1 where Pillow clips, cutoffs up to 100 % and negative)."""
+    """Non-square and tiny images, noise, few levels and ramps, parameters far outside the
+    reference ranges (:func:`_off_range_param`; blend factors < 0 and > 1 where Pillow clips)."""
     rng = np.random.default_rng(11)
-    wide = {
-        "rotate": lambda: float(rng.integers(-400, 400)),
-        "shear_x": lambda: rng.uniform(-1.5, 1.5), "shear_y": lambda: rng.uniform(-1.5, 1.5),
-        "translate_x": lambda: rng.uniform(-60, 60), "translate_y": lambda: rng.uniform(-60, 60),
-        "autocontrast": lambda: rng.choice([-2.0, 0.0, rng.uniform(0, 100), 100.0, 120.0]),
-        "solarize": lambda: float(rng.integers(-3, 260)),
-        "equalize": lambda: 0.0,
-    }.get(name, lambda: rng.uniform(-1.0, 3.0))
-    for h, w in ((37, 53), (53, 37), (3, 2), (1, 1), (64, 48)):
-        for kind in range(3):
-            if kind == 0:
-                imgs = rng.integers(0, 256, (6, h, w, 3), dtype=np.uint8)
-            elif kind == 1:  # few distinct values: many ties and equal neighbours
-                imgs = rng.integers(0, 3, (6, h, w, 3)).astype(np.uint8) * 100
-            else:  # smooth ramps
-                yy, xx = np.mgrid[0:h, 0:w]
-                ramp = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1),
-                                 (xx + yy) % 256], -1).astype(np.uint8)
-                imgs = np.stack([ramp] * 6)
-            params = np.array([wide() for _ in range(6)], dtype=np.float64)
-            ours = np_ops.PIL_OP_FUNCS[name](imgs, params)
-            for i in range(6):
-                _assert_agrees(name, ours[i], pil_ref(name, imgs[i], params[i]),
-                               f"{h}x{w} kind {kind} param {params[i]}")
+    wide = _off_range_param(name, rng)
+    for h, w, kind, imgs in _odd_batches(rng, ((37, 53), (53, 37), (3, 2), (1, 1), (64, 48)), 6):
+        params = np.array([wide() for _ in range(6)], dtype=np.float64)
+        ours = np_ops.PIL_OP_FUNCS[name](imgs, params)
+        for i in range(6):
+            _assert_agrees(name, ours[i], pil_ref(name, imgs[i], params[i]),
+                           f"{h}x{w} kind {kind} param {params[i]}")
 
 
 def test_rotate_transpose_fast_paths(images):
