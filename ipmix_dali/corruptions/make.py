@@ -113,6 +113,14 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
         stem = os.path.splitext(os.path.basename(files.files[i]))[0]
         return os.path.join(out, c, str(s), rel_class, stem + ".JPEG")
 
+    def save(path, y):
+        if os.path.exists(path):
+            return 0
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_write(path) as f:
+            Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
+        return 1
+
     def work(job):
         i, c, s = job
         path = target(i, c, s)
@@ -121,35 +129,29 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
         x = cache.get(i)
         if x is None:
             x = cache[i] = preprocess(files.files[i], size)
-        y = corrupt_one(x, c, s, image_rng(seed, i, c, s), preset)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_write(path) as f:
-            Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
-        return 1
+        return save(path, corrupt_one(x, c, s, image_rng(seed, i, c, s), preset))
 
     written = 0
     workers = workers or max(1, os.cpu_count() or 1)
     if device == "gpu":
-        def save(path, y):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with atomic_write(path) as f:
-                Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
-
-        for start in range(0, len(files), GPU_CHUNK):
-            idx = list(range(start, min(start + GPU_CHUNK, len(files))))
-            todo = [(c, s) for c in corruptions for s in severities
-                    if any(not os.path.exists(target(i, c, s)) for i in idx)]
-            if not todo:
-                continue
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                x = np.stack(list(pool.map(lambda i: preprocess(files.files[i], size), idx)))
-            for c, s in todo:
-                y = corrupted_arrays(x, c, s, seed, idx, jpeg=False, device="gpu")
-                for k, i in enumerate(idx):
-                    path = target(i, c, s)
-                    if not os.path.exists(path):
-                        save(path, y[k])
-                        written += 1
+        # The GPU corrupts a chunk of images per (corruption, severity); reading and the JPEG
+        # encoding (the slower part) run on the host's threads.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(files), GPU_CHUNK):
+                idx = list(range(start, min(start + GPU_CHUNK, len(files))))
+                todo = [(c, s) for c in corruptions for s in severities
+                        if any(not os.path.exists(target(i, c, s)) for i in idx)]
+                if todo:
+                    x = np.stack(list(pool.map(lambda i: preprocess(files.files[i], size), idx)))
+                for c, s in todo:
+                    y = corrupted_arrays(x, c, s, seed, idx, jpeg=False, device="gpu")
+                    written += sum(pool.map(lambda k: save(target(idx[k], c, s), y[k]),
+                                            range(len(idx))))
+                if progress:
+                    done = min(start + GPU_CHUNK, len(files))
+                    bar = "#" * int(30 * done / len(files))
+                    print(f"\rmake-corrupted [{bar:<30}] {done}/{len(files)} images", end="",
+                          file=sys.stderr, flush=True)
         jobs = []  # done: the manifest below counts what was kept
 
     # One image's jobs run together so its preprocessed crop is made once.
