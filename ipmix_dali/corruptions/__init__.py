@@ -54,31 +54,13 @@ def corrupt(images, name: str, severity: int, seed: int = 0,
     batch there (``batched.py``: same draws as here; what stays on the host is listed in
     :data:`~.batched.HOST_WORK`).
     """
-    if device == "gpu":
-        return _corrupt_gpu(images, name, severity, seed, indices, preset)
-    if device != "cpu":
+    if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    images = np.asarray(images)
+    if device == "cpu":
+        images = np.asarray(images)
     single = images.ndim == 3
     if single:
         images = images[None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-    preset = preset or preset_for(min(images.shape[1:3]))
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be 'imagenet' or 'cifar', got {preset!r}")
-    indices = range(len(images)) if indices is None else indices
-    out = np.empty_like(images)
-    for k, (img, idx) in enumerate(zip(images, indices)):
-        out[k] = corrupt_one(img, name, severity, image_rng(seed, idx, name, severity), preset)
-    return out[0] if single else out
-
-
-def _corrupt_gpu(images, name, severity, seed, indices, preset):
-    import cupy
-
-    from .batched import corrupt_batched
-
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     if name not in ALL:
@@ -86,5 +68,19 @@ def _corrupt_gpu(images, name, severity, seed, indices, preset):
     if not 1 <= int(severity) <= 5:
         raise ValueError(f"severity must be 1-5, got {severity}")
     preset = preset or preset_for(min(images.shape[1:3]))
-    return corrupt_batched(cupy.ascontiguousarray(images), name, severity, seed, indices,
-                           preset, device="gpu")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be 'imagenet' or 'cifar', got {preset!r}")
+    if device == "gpu":
+        import cupy
+
+        from .batched import corrupt_batched
+
+        out = corrupt_batched(cupy.ascontiguousarray(images), name, severity, seed, indices,
+                              preset, device="gpu")
+    else:
+        indices = range(len(images)) if indices is None else indices
+        out = np.empty_like(images)
+        for k, (img, idx) in enumerate(zip(images, indices)):
+            out[k] = corrupt_one(img, name, severity, image_rng(seed, idx, name, severity),
+                                 preset)
+    return out[0] if single else out
