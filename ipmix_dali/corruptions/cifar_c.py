@@ -22,7 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_write, write_json
 from . import ALL, STANDARD, preset_for
-from .make import corrupted_arrays
+from .make import corrupted_arrays, progress_bar
 
 __all__ = ["make_cifar_c", "load_test_images"]
 
@@ -95,11 +95,8 @@ def make_cifar_c(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), siz
             data[j * n:(j + 1) * n] = corrupted_arrays(images, name, s, seed, jpeg=False,
                                                        device=device)
             if progress:
-                done = k * len(severities) + j + 1
-                total = len(corruptions) * len(severities)
-                bar = "#" * int(30 * done / total)
-                print(f"\rmake-corrupted [{bar:<30}] {done}/{total} {name} s{s}   ", end="",
-                      file=sys.stderr, flush=True)
+                progress_bar(k * len(severities) + j + 1, len(corruptions) * len(severities),
+                             f"{name} s{s}   ")
         with atomic_write(path) as f:
             np.save(f, data)
         written.append(name)

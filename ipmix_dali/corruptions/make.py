@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write, write_json
-from . import ALL, STANDARD, corrupt_one, image_rng, preset_for
+from . import ALL, STANDARD, corrupt, corrupt_one, image_rng, preset_for
 
 __all__ = ["make_corrupted", "preprocess", "corrupted_arrays", "parse_severities"]
 
@@ -55,9 +55,21 @@ def preprocess(path: str, size: int = 224, resize=None) -> np.ndarray:
 GPU_CHUNK = 64  # images per CuPy batch
 
 
+def write_q85(f, x: np.ndarray) -> None:
+    """``x`` as make_imagenet_c.py saves it: JPEG quality 85, ``optimize=True``, to file ``f``."""
+    Image.fromarray(x).save(f, format="JPEG", quality=QUALITY, optimize=True)
+
+
+def progress_bar(done: int, total: int, what: str = "") -> None:
+    """One line on stderr, rewritten in place; print a newline after the last call."""
+    bar = "#" * int(30 * done / max(1, total))
+    print(f"\rmake-corrupted [{bar:<30}] {done}/{total} {what}", end="", file=sys.stderr,
+          flush=True)
+
+
 def _jpeg_round_trip(x: np.ndarray) -> np.ndarray:
     buf = io.BytesIO()
-    Image.fromarray(x).save(buf, "JPEG", quality=QUALITY, optimize=True)
+    write_q85(buf, x)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
@@ -71,16 +83,13 @@ def corrupted_arrays(images: np.ndarray, name: str, severity: int, seed: int = 0
     if device == "gpu" and len(images):
         import cupy
 
-        from . import corrupt
-
         # in chunks: a whole val set (50,000 x 224^2) with the float64 steps would not fit
         y = np.concatenate([cupy.asnumpy(corrupt(
             cupy.asarray(images[k:k + GPU_CHUNK]), name, severity, seed,
             indices[k:k + GPU_CHUNK], preset, device="gpu"))
             for k in range(0, len(images), GPU_CHUNK)])
     else:
-        y = np.stack([corrupt_one(img, name, severity, image_rng(seed, idx, name, severity), preset)
-                      for img, idx in zip(images, indices)]) if len(images) else images.copy()
+        y = corrupt(images, name, severity, seed, indices, preset)
     if not (jpeg and len(y)):
         return y
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:  # PIL frees the GIL
@@ -118,7 +127,7 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
             return 0
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_write(path) as f:
-            Image.fromarray(y).save(f, format="JPEG", quality=QUALITY, optimize=True)
+            write_q85(f, y)
         return 1
 
     def work(job):
@@ -148,10 +157,7 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
                     written += sum(pool.map(lambda k: save(target(idx[k], c, s), y[k]),
                                             range(len(idx))))
                 if progress:
-                    done = min(start + GPU_CHUNK, len(files))
-                    bar = "#" * int(30 * done / len(files))
-                    print(f"\rmake-corrupted [{bar:<30}] {done}/{len(files)} images", end="",
-                          file=sys.stderr, flush=True)
+                    progress_bar(min(start + GPU_CHUNK, len(files)), len(files), "images")
         jobs = []  # done: the manifest below counts what was kept
 
     # One image's jobs run together so its preprocessed crop is made once.
@@ -164,10 +170,7 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
             for i in {j[0] for j in part}:
                 cache.pop(i, None)
             if progress:
-                done = start + len(part)
-                bar = "#" * int(30 * done / len(jobs))
-                print(f"\rmake-corrupted [{bar:<30}] {done}/{len(jobs)}", end="",
-                      file=sys.stderr, flush=True)
+                progress_bar(start + len(part), len(jobs))
     if progress:
         print(file=sys.stderr)
     total = len(files) * len(corruptions) * len(severities)
