@@ -105,13 +105,8 @@ def _hsv_shift(images, c, gens, xp, ndi, field):
     return xp.clip(ops.hsv2rgb(hsv, xp), 0, 1) * 255
 
 
-def _blur(x, sigma, ndi):
-    """scikit-image's per-channel ``gaussian`` on a (N, H, W, C) batch."""
-    return ndi.gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="nearest", truncate=4.0)
-
-
 def _gaussian_blur(images, c, gens, xp, ndi):
-    return xp.clip(_blur(_f64(images), c, ndi), 0, 1) * 255
+    return xp.clip(ops.blur_batch(_f64(images), c, ndi), 0, 1) * 255
 
 
 def _defocus_blur(images, c, gens, xp, ndi):  # the anti-aliased disk, reflect-101 borders
@@ -122,11 +117,11 @@ def _defocus_blur(images, c, gens, xp, ndi):  # the anti-aliased disk, reflect-1
 def _glass_blur(images, c, gens, xp, ndi):
     sigma, delta, iterations = c
     n, h, w, channels = images.shape
-    y = (_blur(_f64(images), sigma, ndi) * 255).astype(xp.uint8)
+    y = (ops.blur_batch(_f64(images), sigma, ndi) * 255).astype(xp.uint8)
     offsets = xp.asarray(np.stack([ops.glass_offsets(g, h, w, delta, iterations) for g in gens]))
     sources = ops.glass_sources(offsets, h, w, delta, xp)
     y = xp.take_along_axis(y.reshape(n, h * w, channels), sources[..., None], 1)
-    return xp.clip(_blur(y.reshape(images.shape) / 255.0, sigma, ndi), 0, 1) * 255
+    return xp.clip(ops.blur_batch(y.reshape(images.shape) / 255.0, sigma, ndi), 0, 1) * 255
 
 
 def _motion_blur(images, c, gens, xp, ndi):

@@ -1,4 +1,4 @@
-"""``ipmix-dali make-corrupted --layout cifar-c``: a CIFAR-C-style set, as ``make_cifar_c.py`` lays it out.
+"""``make-corrupted --layout cifar-c``: a CIFAR-C-style set, laid out as ``make_cifar_c.py``.
 
 One ``OUT/<corruption>.npy`` per corruption, uint8 (severities x N, H, W, 3): the N test images
 at the first severity, then at the next, and so on; ``OUT/labels.npy`` holds the N labels
@@ -133,5 +133,6 @@ def _check_same_run(out, source, n, severities, size, seed):
     mine = {"source": source, "images": n, "severities": severities, "size": size, "seed": seed}
     differ = [k for k, v in mine.items() if old.get(k) != v]
     if differ:
-        raise ValueError(f"{out} holds a set made with other {', '.join(differ)} "
-                         f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}): pass another --out")
+        was = ", ".join(f"{k}={old.get(k)!r}" for k in differ)
+        raise ValueError(f"{out} holds a set made with other {', '.join(differ)} ({was}): "
+                         f"pass another --out")

@@ -32,6 +32,13 @@ def _blur(x, sigma, mode="nearest", truncate=4.0):
     return ndimage.gaussian_filter(x, sigma=s, mode=mode, truncate=truncate)
 
 
+def blur_batch(x, sigma, ndi=ndimage, mode="nearest", truncate=4.0):
+    """The Gaussian of each image of a batch (N, H, W[, C]): axes 1 and 2 only, as
+    :func:`_blur` does per image; ``ndi``: scipy.ndimage or cupyx.scipy.ndimage."""
+    sigmas = (0, sigma, sigma) + (0,) * (x.ndim - 3)
+    return ndi.gaussian_filter(x, sigma=sigmas, mode=mode, truncate=truncate)
+
+
 # --- noise ------------------------------------------------------------------------------------
 
 def gaussian_noise(x, c, rng):
@@ -318,11 +325,9 @@ def frost_draws(rng, h, w):
 def frost_layers(canvas, haze, grain, xp=np, ndi=ndimage):
     """Synthetic frost layers (uint8 (N, h, w, 3)) from a batch of :func:`frost_draws`: bright
     crystal strokes (the canvas blurred at two widths) over a cold haze and grain, blue-white."""
-    def blur(a, sigma):
-        return ndi.gaussian_filter(a, sigma=(0, sigma, sigma), mode="wrap", truncate=4.0)
-
-    crystals = blur(canvas, 0.7) * 6 + blur(canvas, 2.5) * 10
-    haze = blur(haze, 6)
+    crystals = (blur_batch(canvas, 0.7, ndi, mode="wrap") * 6
+                + blur_batch(canvas, 2.5, ndi, mode="wrap") * 10)
+    haze = blur_batch(haze, 6, ndi, mode="wrap")
     low = haze.min(axis=(1, 2), keepdims=True)
     haze = (haze - low) / (haze.max(axis=(1, 2), keepdims=True) - low + 1e-12)
     v = xp.clip(0.25 + 0.45 * haze + crystals + grain * 0.15, 0, 1)
@@ -501,7 +506,7 @@ def elastic_batch(x, matrices, noise_x, noise_y, c, xp=np, ndi=ndimage, warp=war
     n, h, w, channels = x.shape
 
     def displacement(noise):
-        field = ndi.gaussian_filter(noise, sigma=(0, c[1], c[1]), mode="reflect", truncate=3)
+        field = blur_batch(noise, c[1], ndi, mode="reflect", truncate=3)
         return (field * c[0]).astype(xp.float32)[..., None]
 
     dx, dy = displacement(noise_x), displacement(noise_y)
