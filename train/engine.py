@@ -407,10 +407,8 @@ def _train(cfg: TrainConfig, d) -> dict:
             pending.append((step, epoch, loss.detach(), lr_now))
             checkpoint_due = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             epoch_end = step % steps_per_epoch == 0
-            if not (len(pending) >= sync_every or checkpoint_due or epoch_end):
-                t_ready = time.perf_counter()
-                continue
-            stopped = read_back(t_epoch, t_wait, seen)
+            read_due = len(pending) >= sync_every or checkpoint_due or epoch_end
+            stopped = read_back(t_epoch, t_wait, seen) if read_due else False
             if stopped or checkpoint_due:
                 save()
                 if stopped:
