@@ -35,7 +35,7 @@
 //   top + (bottom - top) * dy across the rows (ROWS / COLS: one interpolation), truncated to
 //   uint8 (the value is always inside [0, 255]).
 //
-// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: tests/kernel_emu.py runs
+// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: kernels/emulator.py runs
 // these kernels on the CPU, one thread after another.
 
 #define AFFINE_GENERAL 0

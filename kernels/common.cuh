@@ -32,3 +32,31 @@ __device__ __forceinline__ unsigned char ipmix_wrap_u8(float c) {
     long long i = (long long)v;
     return (unsigned char)(i & 0xFF);
 }
+
+// float32 -> IEEE half bits, rounded to nearest even like NumPy's astype(float16) (and CUDA's
+// __float2half_rn): subnormal halves kept, overflow to infinity, NaN quietened. Written with
+// integer operations so that the CPU emulator computes exactly what the GPU does.
+__device__ __forceinline__ unsigned short ipmix_f16_bits(float f) {
+    const unsigned int x = __float_as_uint(f);
+    const unsigned int sign = (x >> 16) & 0x8000u;
+    const unsigned int a = x & 0x7FFFFFFFu;
+    if (a >= 0x7F800000u)  // infinity or NaN
+        return (unsigned short)(sign | 0x7C00u | (a > 0x7F800000u ? 0x200u | ((a >> 13) & 0x3FFu) : 0u));
+    if (a >= 0x477FF000u) return (unsigned short)(sign | 0x7C00u);  // >= 65520 rounds to infinity
+    const unsigned int e = a >> 23;
+    if (e < 102u) return (unsigned short)sign;  // below 2^-25: rounds to zero
+    unsigned int q, rem, halfway;
+    if (e < 113u) {  // a subnormal half: units of 2^-24
+        const unsigned int mant = (a & 0x7FFFFFu) | 0x800000u;
+        const unsigned int shift = 126u - e;  // 14 .. 24
+        q = mant >> shift;
+        rem = mant & ((1u << shift) - 1u);
+        halfway = 1u << (shift - 1u);
+    } else {
+        q = ((e - 112u) << 10) | ((a & 0x7FFFFFu) >> 13);
+        rem = a & 0x1FFFu;
+        halfway = 0x1000u;
+    }
+    if (rem > halfway || (rem == halfway && (q & 1u))) ++q;  // a carry moves into the exponent
+    return (unsigned short)(sign | q);
+}

@@ -30,7 +30,7 @@
 //   ss += row(y), ss += row(y - 1); clipped to [0, 255] and truncated. Border pixels (and whole
 //   images under 3 x 3) are copied unchanged.
 //
-// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: tests/kernel_emu.py runs
+// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: kernels/emulator.py runs
 // these kernels on the CPU, one thread after another.
 
 __device__ __forceinline__ unsigned int enhance_grey(const unsigned char* px) {

@@ -36,7 +36,7 @@
 // Constants that the twin holds as NumPy float32 scalars (1/255, 255.999, the grey weights, the
 // half sizes) are passed in by the host as float arguments, so both sides use the same bits.
 //
-// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: tests/kernel_emu.py runs
+// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: kernels/emulator.py runs
 // these kernels on the CPU, one thread after another. Every kernel uses a grid-stride loop.
 
 #define LM_INT_MAX 2147483647

@@ -28,7 +28,7 @@
 // lut[v] = min((step / 2 + cumsum_before(v)) / step, 255) in integers (identity when at most one
 // bin is used or step is 0).
 //
-// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: tests/kernel_emu.py runs
+// No __shared__ memory, __syncthreads, warp intrinsics or CUDA headers: kernels/emulator.py runs
 // these kernels on the CPU, one thread after another. Every kernel uses a grid-stride loop.
 
 __device__ __forceinline__ long long lut_clampll(long long v, long long lo, long long hi) {

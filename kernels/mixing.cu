@@ -1,8 +1,10 @@
 // mixing.cu: the float stages of the executors on the GPU, the twins of
-// ipmix_dali/executors/float_ops.py and numpy_exec.py's mixing steps.
+// ipmix_dali/executors/float_ops.py and numpy_exec.py's mixing steps, and the row copies that
+// let the CuPy executor work on whole batches without CuPy's gathers and scatters.
 //
-// Compiled with --fmad=false (g++ -ffp-contract=off in the emulator): every float expression is
-// one IEEE-rounded operation at a time, in float_ops' order:
+// Compiled without multiply-add contraction or flushing of subnormals (g++ -ffp-contract=off in
+// the emulator): every float expression is one IEEE-rounded operation at a time, in float_ops'
+// order:
 //   to_float:   x / 255                                  (true division, like ToTensor)
 //   normalize:  (x - mean_c) / std_c
 //   add:        ((a * (2x - 1) + b * (2y - 1)) + 1) / 2
@@ -11,6 +13,15 @@
 //   combine:    (1 - m) * pre(x) + m * (((0 + w0 pre(y0)) + w1 pre(y1)) + ...)
 // Ops: 0 add, 1 multiply, 2 random_pixels, 3 random_elems (ops/table.py MIX_OPS).
 // Output casts: clip01 (PixMix, LayerMix), ToPILImage's wrap (IPMix) or clip (overflow="clip").
+//
+// Final outputs (mix_normalize, mix_combine) are written as views (v, i, y, x, c) at element
+// offset v * s_v + i * s_n + y * s_y + x * s_x + c * s_c, in float32 or (half != 0) as IEEE
+// half bits rounded like NumPy's astype(float16): any layout (NHWC, NCHW, samples interleaved
+// for DALI's batched copy) and dtype in the same single pass.
+//
+// Partner rows (mix_rows_full, mix_patch): prow[j] >= 0 reads row prow[j] of partner_a,
+// prow[j] < 0 reads row -1 - prow[j] of partner_b (mixing pictures and augmented partners
+// without gathering them into one array first).
 // Every kernel uses a grid-stride loop over its work items.
 #include "common.cuh"
 
@@ -43,16 +54,87 @@ __device__ __forceinline__ float mx_mix(int op, float x, float y, float a, float
     return ipmix_uniform(seed, index) < p ? x : y;
 }
 
-// (x - mean) / std of uint8 NHWC pixels (u8 != 0) or float32 ones; out float32, same layout.
-extern "C" __global__ void mix_normalize(const unsigned char* __restrict__ in_u8,
-                                         const float* __restrict__ in_f, float* __restrict__ out,
-                                         long long count, const float* __restrict__ mean,
-                                         const float* __restrict__ stdv, int u8) {
+// The element (vv, i, e) of an output view, e = (y * w + x) * 3 + c.
+__device__ __forceinline__ void mx_store(float* out_f, unsigned short* out_h, int half, int vv,
+                                         int i, long long e, int w, long long s_v, long long s_n,
+                                         long long s_y, long long s_x, long long s_c, float v) {
+    const long long pix = e / 3;
+    const int c = (int)(e - pix * 3);
+    const long long y = pix / w;
+    const long long x = pix - y * w;
+    const long long off = vv * s_v + i * s_n + y * s_y + x * s_x + c * s_c;
+    if (half)
+        out_h[off] = ipmix_f16_bits(v);
+    else
+        out_f[off] = v;
+}
+
+// Rows of bytes: dst[dst_rows[j]] = src[src_rows[j]] for j < r, rows of row_bytes bytes
+// (word != 0: copied as 4-byte words; row_bytes and both buffers are then multiples of 4).
+extern "C" __global__ void copy_rows(const unsigned char* __restrict__ src,
+                                     const int* __restrict__ src_rows,
+                                     unsigned char* __restrict__ dst,
+                                     const int* __restrict__ dst_rows, int r, long long row_bytes,
+                                     int word) {
+    const long long unit = word ? 4 : 1;
+    const long long per_row = row_bytes / unit;
+    const long long count = (long long)r * per_row;
     const long long stride = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) {
-        int c = (int)(i % 3);
-        float x = u8 ? mx_to_float(in_u8[i]) : in_f[i];
-        out[i] = (x - mean[c]) / stdv[c];
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const long long j = t / per_row;
+        const long long k = t - j * per_row;
+        const long long s = (long long)src_rows[j] * per_row + k;
+        const long long d = (long long)dst_rows[j] * per_row + k;
+        if (word)
+            ((unsigned int*)dst)[d] = ((const unsigned int*)src)[s];
+        else
+            dst[d] = src[s];
+    }
+}
+
+// Mixing pictures from a bank of square uint8 pictures (m, side, side, 3): out[i] is the
+// size x size crop of picture index[i] at (top[i], left[i]).
+extern "C" __global__ void crop_bank(const unsigned char* __restrict__ bank,
+                                     const int* __restrict__ index, const int* __restrict__ top,
+                                     const int* __restrict__ left, unsigned char* __restrict__ out,
+                                     int n, int side, int size) {
+    const long long row = (long long)size * 3;
+    const long long per_image = row * size;
+    const long long count = per_image * n;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const long long i = t / per_image;
+        const long long e = t - i * per_image;
+        const long long y = e / row;
+        const long long k = e - y * row;  // x * 3 + c
+        const long long src = (((long long)index[i] * side + top[i] + y) * side + left[i]) * 3 + k;
+        out[t] = bank[src];
+    }
+}
+
+// Normalised views: for view vv of sample i, (x - mean) / std of input row
+// i * in_views + vv % in_views, uint8 (u8 != 0, divided by 255 first) or float32 rows of
+// h * w * 3 values; written as described at the top.
+extern "C" __global__ void mix_normalize(const unsigned char* __restrict__ in_u8,
+                                         const float* __restrict__ in_f, int u8,
+                                         float* __restrict__ out_f,
+                                         unsigned short* __restrict__ out_h, int half, int n,
+                                         int views, int in_views, int h, int w, long long s_v,
+                                         long long s_n, long long s_y, long long s_x,
+                                         long long s_c, const float* __restrict__ mean,
+                                         const float* __restrict__ stdv) {
+    const long long hw3 = (long long)h * w * 3;
+    const long long count = (long long)views * n * hw3;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const long long e = t % hw3;
+        const long long vi = t / hw3;
+        const int i = (int)(vi % n);
+        const int vv = (int)(vi / n);
+        const long long src = ((long long)i * in_views + vv % in_views) * hw3 + e;
+        const int c = (int)(e % 3);
+        const float x = u8 ? mx_to_float(in_u8[src]) : in_f[src];
+        mx_store(out_f, out_h, half, vv, i, e, w, s_v, s_n, s_y, s_x, s_c, (x - mean[c]) / stdv[c]);
     }
 }
 
@@ -65,14 +147,17 @@ extern "C" __global__ void mix_to_float(const unsigned char* __restrict__ in,
 }
 
 // AugMix / IPMix combination. clean: (n, hw3) uint8; chains: (n, v, k, hw3) uint8;
-// weights: (n, v, k) float32; m: (n, v) float32; out: (v, n, hw3) float32.
+// weights: (n, v, k) float32; m: (n, v) float32; out: views (v, n, h, w, 3) as described above.
 extern "C" __global__ void mix_combine(const unsigned char* __restrict__ clean,
                                        const unsigned char* __restrict__ chains,
                                        const float* __restrict__ weights,
-                                       const float* __restrict__ m, float* __restrict__ out,
-                                       int n, int v, int k, long long hw3,
+                                       const float* __restrict__ m, float* __restrict__ out_f,
+                                       unsigned short* __restrict__ out_h, int half, int n, int v,
+                                       int k, int h, int w, long long s_v, long long s_n,
+                                       long long s_y, long long s_x, long long s_c,
                                        const float* __restrict__ mean,
                                        const float* __restrict__ stdv) {
+    const long long hw3 = (long long)h * w * 3;
     const long long count = (long long)v * n * hw3;
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
@@ -90,16 +175,20 @@ extern "C" __global__ void mix_combine(const unsigned char* __restrict__ clean,
             mix = mix + term;
         }
         float mm = m[(long long)i * v + vv];
-        out[t] = (1.0f - mm) * pre_x + mix * mm;
+        mx_store(out_f, out_h, half, vv, i, e, w, s_v, s_n, s_y, s_x, s_c,
+                 (1.0f - mm) * pre_x + mix * mm);
     }
 }
 
 // Whole-image mixing of rows (PixMix rounds, LayerMix blends), in place on z (float32):
-// z[row[j]] = clip01(mix(op_j, z[row[j]], y_j)), y_j = partner_u8[j] / 255 (y_is_u8) or
-// partner_f[j]. Per-row op, a, b, mask p and seed; hw = H * W.
+// z[rows[j]] = clip01(mix(op_j, z[rows[j]], y_j)). y_j is uint8 (y_is_u8 != 0, divided by 255)
+// from partner_a / partner_b as prow[j] says, or float32 row prow[j] of partner_f. Per-row op,
+// a, b, mask p and seed; hw = H * W.
 extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __restrict__ rows,
-                                         const unsigned char* __restrict__ partner_u8,
+                                         const unsigned char* __restrict__ partner_a,
+                                         const unsigned char* __restrict__ partner_b,
                                          const float* __restrict__ partner_f, int y_is_u8,
+                                         const int* __restrict__ prow,
                                          const int* __restrict__ ops, const float* __restrict__ a,
                                          const float* __restrict__ b, const float* __restrict__ p,
                                          const unsigned int* __restrict__ seeds, int r,
@@ -113,7 +202,14 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
         long long pix = e / 3;
         int c = (int)(e % 3);
         long long zi = (long long)rows[j] * hw3 + e;
-        float y = y_is_u8 ? mx_to_float(partner_u8[t]) : partner_f[t];
+        const int q = prow[j];
+        float y;
+        if (!y_is_u8)
+            y = partner_f[(long long)q * hw3 + e];
+        else if (q >= 0)
+            y = mx_to_float(partner_a[(long long)q * hw3 + e]);
+        else
+            y = mx_to_float(partner_b[(long long)(-1 - q) * hw3 + e]);
         float v = mx_mix(ops[j], z[zi], y, a[j], b[j], p[j], seeds[j], (unsigned int)pix,
                          (unsigned int)(c * hw + pix));
         z[zi] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);  // torch.clip (NaN stays NaN)
@@ -121,12 +217,14 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
 }
 
 // IPMix patch steps of many rows in one launch. Row j mixes the box (top, left, height, width)
-// of y[rows[j]] (uint8 images, (rows, H, W, 3)) with the same box of partner[j] and writes the
-// result back cast to uint8 (wrap or clip). Work items: r * max_area * 3; items outside a row's
-// box do nothing. Mask indices are patch-local: pixel py * width + px, element
-// (c * height + py) * width + px.
+// of y[rows[j]] (uint8 images (rows, H, W, 3)) with the same box of its partner (partner_a /
+// partner_b as prow[j] says) and writes the result back cast to uint8 (wrap or clip). Work
+// items: r * max_area * 3; items outside a row's box do nothing. Mask indices are patch-local:
+// pixel py * width + px, element (c * height + py) * width + px.
 extern "C" __global__ void mix_patch(unsigned char* __restrict__ y, const int* __restrict__ rows,
-                                     const unsigned char* __restrict__ partner,
+                                     const unsigned char* __restrict__ partner_a,
+                                     const unsigned char* __restrict__ partner_b,
+                                     const int* __restrict__ prow,
                                      const int* __restrict__ box, const int* __restrict__ ops,
                                      const float* __restrict__ a, const float* __restrict__ b,
                                      const float* __restrict__ p,
@@ -145,8 +243,11 @@ extern "C" __global__ void mix_patch(unsigned char* __restrict__ y, const int* _
         int py = (int)(q / bw), px = (int)(q % bw);
         long long off = ((long long)(top + py) * w + (left + px)) * 3 + c;
         long long yi = (long long)rows[j] * hw3 + off;
+        const int src = prow[j];
+        const unsigned char* partner = src >= 0 ? partner_a + (long long)src * hw3
+                                                : partner_b + (long long)(-1 - src) * hw3;
         float xv = mx_to_float(y[yi]);
-        float pv = mx_to_float(partner[(long long)j * hw3 + off]);
+        float pv = mx_to_float(partner[off]);
         float v = mx_mix(ops[j], xv, pv, a[j], b[j], p[j], seeds[j], (unsigned int)q,
                          (unsigned int)(((long long)c * bh + py) * bw + px));
         unsigned char u;

@@ -1,13 +1,13 @@
 """The GPU fractal renderer (kernels/fractal.cu, ipmix_dali/fractal_gpu.py) equals the NumPy
 renderer (builtin_mixing.render_fractals) pixel for pixel.
 
-Without a GPU the kernels run in the CPU emulator (tests/kernel_emu.py) through the same driver
+Without a GPU the kernels run in the CPU emulator (kernels/emulator.py) through the same driver
 (fractal_gpu.render_indices) with the real constants (1000 walkers x 100 steps); with one, the
 CuPy path is compared at 256 px for several seeds.
 """
 import numpy as np
 import pytest
-from kernel_emu import EmulatedModule
+from ipmix_dali.kernels.emulator import EmulatedModule
 
 from ipmix_dali import builtin_mixing as bm
 from ipmix_dali import fractal_gpu as fg

@@ -1,5 +1,5 @@
 """LayerMix's float-op kernels (kernels/layermix_ops.cu) run on the CPU through
-tests/kernel_emu.py, with exactly the host preparation and launch sequence of the CuPy path
+kernels/emulator.py, with exactly the host preparation and launch sequence of the CuPy path
 (cupy_layermix.prepare_layermix_op / prepare_to_float + cupy_ops.execute_plan), against the NumPy
 twin layermix_ops.apply_layermix_op_np bit for bit.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_emu import EmulatedModule
+from ipmix_dali.kernels.emulator import EmulatedModule
 
 from ipmix_dali.executors import cupy_layermix as cl
 from ipmix_dali.executors import layermix_ops as lm

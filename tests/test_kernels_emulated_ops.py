@@ -1,5 +1,5 @@
 """The PIL-op kernels (kernels/lut_ops.cu, affine.cu, enhance.cu) run on the CPU through
-tests/kernel_emu.py, with exactly the host preparation and launch sequence of the CuPy path
+kernels/emulator.py, with exactly the host preparation and launch sequence of the CuPy path
 (cupy_ops.prepare_pil_op + execute_plan), against np_ops bit for bit.
 
 Images: photo crops (ipmix_dali.samples.sample_photos) at 32 and 64 px, the edge images of
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_emu import EmulatedModule
+from ipmix_dali.kernels.emulator import EmulatedModule
 from test_np_ops import _edge_cases, _odd_batches, _off_range_param, _params
 
 from ipmix_dali.executors import cupy_ops, np_ops

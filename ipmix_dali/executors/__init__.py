@@ -1,8 +1,9 @@
 """Executors: turn (images, mixing pictures, plan) into normalised float views.
 
 ``reference`` (PIL, per sample: the ground truth), ``numpy`` (whole batch, CPU) and ``cupy``
-(whole batch, GPU raw kernels; CI checks it through the CPU kernel emulator). All share
-``apply(images, mixing_pictures, plan)``.
+(whole batch, GPU raw kernels; CI runs it through the CuPy stand-in and the CPU kernel
+emulator). All share ``apply(images, mixing_pictures, plan, out=None, dtype="float32")`` and
+``normalize(images, config, out=None, dtype="float32")`` (see :mod:`.base`).
 """
 
 
@@ -20,13 +21,6 @@ def get_executor(name: str, **kwargs):
     raise ValueError(f"unknown executor {name!r}: choose 'reference', 'numpy' or 'cupy'")
 
 
-def clean_view(executor, images, config):
-    """The normalised input (JSD's clean view) on ``executor``: method "none" with ``config``'s
-    image size, mean and std, so every executor normalises with its own, exact, code."""
-    from ..config import make_config
-    from ..plans import sample_plan
-    from ..rng import make_rng
-
-    none = make_config("none", "imagenet", image_size=config.image_size, mean=config.mean,
-                       std=config.std)
-    return executor.apply(images, None, sample_plan(none, images.shape[0], make_rng(0)))[0]
+def clean_view(executor, images, config, out=None, dtype="float32"):
+    """The normalised input (JSD's clean view) on ``executor``, with ``config``'s mean and std."""
+    return executor.normalize(images, config, out=out, dtype=dtype)

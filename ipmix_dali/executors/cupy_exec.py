@@ -4,29 +4,44 @@ Same plan in, same pixels out as :class:`~.numpy_exec.NumpyExecutor`: the PIL op
 ``cupy_ops`` (``lut_ops.cu``, ``affine.cu``, ``enhance.cu``), LayerMix's through ``cupy_layermix``,
 and every float stage through ``kernels/mixing.cu`` (to_float, normalisation, the four pixel
 mixes, IPMix's patch steps for all rows of a step in one launch, the Dirichlet/Beta
-combination), compiled without FMA contraction so that each float operation rounds like
-NumPy's. Per step, rows are grouped by op id (one launch sequence per op present); the plan's
-small arrays go to the device asynchronously; nothing waits for the GPU.
+combination), compiled without FMA contraction or subnormal flushing so that each float
+operation rounds like NumPy's.
 
-The executor is written against a *backend* (array module + kernel launcher): ``CupyBackend``
-on a GPU, and the CPU emulator of ``tests/kernel_emu.py`` with NumPy arrays in CI, which runs
-exactly these launches thread by thread (``tests/test_cupy_exec_emulated.py``).
+Why it is built as a :class:`Program`: on a GPU the stage's Python runs on one host thread per
+pipeline, and every CuPy call costs host time and a device operation. All per-batch tables
+(row lists, LUTs, affine coefficients, mixing coefficients, boxes) depend only on the plan, so
+the executor first walks the whole method on the host, collecting tables and launches, and then
+runs it: **one** host-to-device copy of every table packed into one buffer, **one** memset for
+every zero-initialised scratch buffer, and the launches in order on the current stream. Rows
+that an op changes are gathered into a compact buffer (one ``copy_rows`` launch), each op runs
+on its contiguous slice, and the results are scattered back (one launch): no CuPy fancy
+indexing, no copy of untouched rows. Mixing partners are read in place (``prow``), and the
+final kernels write the views in the caller's dtype and layout directly (``out``).
 
-Output of :meth:`CupyExecutor.apply`: float32 (V, N, H, W, 3), normalised, channels last, on the
-backend's device.
+Nothing waits for the GPU; ``tests/test_cupy_exec_emulated.py`` runs these launches through the
+CuPy stand-in with the CPU kernel emulator against the NumPy executor, and
+``tests/test_gpu_host_overhead.py`` counts them.
+
+Output of :meth:`CupyExecutor.apply`: float32 or float16 (V, N, H, W, 3), normalised, on the GPU,
+written into ``out`` when given (any strides, e.g. a channels-first view).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
 
 import numpy as np
 
 from ..ops.table import MIX_OP_ID
 from ..plans import PARTNER_AUGMENTED, Plan
-from .cupy_ops import BLOCK, MAX_GRID, execute_plan, prepare_pil_op
+from .base import check_inputs, output_array
+from .cupy_ops import BLOCK, MAX_GRID, OpPlan, prepare_pil_op
 
-__all__ = ["CupyExecutor", "CupyBackend"]
+__all__ = ["CupyExecutor", "Program"]
 
 _MIX_FILE = "mixing.cu"
-_OUT_CLIP01, _OUT_WRAP_U8, _OUT_CLIP_U8 = 0, 1, 2
+_OUT_WRAP_U8, _OUT_CLIP_U8 = 1, 2
+_TABLE_ALIGN = 16  # bytes: every table of the packed upload starts on this boundary
 assert (MIX_OP_ID["add"], MIX_OP_ID["multiply"], MIX_OP_ID["random_pixels"],
         MIX_OP_ID["random_elems"]) == (0, 1, 2, 3), "mixing.cu numbers the mix ops 0..3"
 
@@ -36,182 +51,332 @@ def _geometry(count):
     return (blocks, 1, 1), (BLOCK, 1, 1)
 
 
-class CupyBackend:
-    """CuPy arrays and ``RawModule`` kernels on the current stream."""
+@dataclass(frozen=True)
+class Ref:
+    """A device buffer of a :class:`Program` (or rows [start, stop) of it), resolved at run."""
+
+    kind: str  # "table", "scratch" or "buffer"
+    index: int
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    start: Optional[int] = None
+    stop: Optional[int] = None
+
+    def __getitem__(self, rows: slice) -> "Ref":
+        base = self.start or 0
+        start, stop, _ = rows.indices(self.shape[0])
+        return replace(self, shape=(stop - start,) + self.shape[1:], start=base + start,
+                       stop=base + stop)
+
+
+class Program:
+    """The device work of one batch, collected on the host, then run with one table upload,
+    one memset and the launches in order."""
 
     def __init__(self):
-        import cupy
+        self._tables = []   # host arrays, uploaded packed
+        self._scratch = []  # (shape, dtype), zeroed
+        self._buffers = []  # (shape, dtype), uninitialised
+        self._dummies = {}
+        self.launches = []  # (file, name, grid, block, args)
 
-        self.xp = cupy
+    def table(self, array, dtype=None) -> Ref:
+        a = np.ascontiguousarray(array, dtype=dtype)
+        self._tables.append(a)
+        return Ref("table", len(self._tables) - 1, a.shape, a.dtype)
 
-    def launch(self, file, name, grid, block, args):
+    def scratch(self, shape, dtype) -> Ref:
+        self._scratch.append((tuple(shape), np.dtype(dtype)))
+        return Ref("scratch", len(self._scratch) - 1, tuple(shape), np.dtype(dtype))
+
+    def buffer(self, shape, dtype) -> Ref:
+        self._buffers.append((tuple(shape), np.dtype(dtype)))
+        return Ref("buffer", len(self._buffers) - 1, tuple(shape), np.dtype(dtype))
+
+    def dummy(self, dtype) -> Ref:
+        """A one-element buffer for a kernel's unused pointer argument."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._dummies:
+            self._dummies[dtype] = self.scratch((1,), dtype)
+        return self._dummies[dtype]
+
+    def launch(self, file: str, name: str, count: int, *args):
+        if count > 0:
+            grid, block = _geometry(count)
+            self.launches.append((file, name, grid, block, args))
+
+    def add_op_plan(self, plan: OpPlan, images, out):
+        """The launches of a cupy_ops / cupy_layermix OpPlan on ``images`` into ``out``."""
+        names = {"images": images, "out": out}
+        for key, value in plan.arrays.items():
+            names[key] = self.table(value)
+        for key, (shape, dtype) in plan.scratch.items():
+            names[key] = self.scratch(shape, dtype)
+        for kl in plan.launches:
+            args = tuple(names[a] if isinstance(a, str) else a for a in kl.args)
+            self.launches.append((kl.file, kl.name, kl.grid, kl.block, args))
+
+    @staticmethod
+    def _pack(items):
+        """Byte offsets of (shape, dtype) items laid out one after another, aligned."""
+        offsets, total = [], 0
+        for shape, dtype in items:
+            offsets.append(total)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total += -(-nbytes // _TABLE_ALIGN) * _TABLE_ALIGN
+        return offsets, total
+
+    @staticmethod
+    def _views(xp, flat, items, offsets):
+        out = []
+        for (shape, dtype), off in zip(items, offsets):
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            out.append(flat[off:off + nbytes].view(dtype).reshape(shape))
+        return out
+
+    def run(self, xp):
+        """Upload, allocate and launch on the current stream (CuPy or its stand-in)."""
         from ._kernels import get_function
 
-        get_function(file, name)(grid, block, args)
+        resolved = {}
+        if self._tables:
+            items = [(a.shape, a.dtype) for a in self._tables]
+            offsets, total = self._pack(items)
+            host = np.zeros(total, dtype=np.uint8)
+            for a, off in zip(self._tables, offsets):
+                host[off:off + a.nbytes] = a.reshape(-1).view(np.uint8)
+            resolved["table"] = self._views(xp, xp.asarray(host), items, offsets)
+        if self._scratch:
+            offsets, total = self._pack(self._scratch)
+            resolved["scratch"] = self._views(xp, xp.zeros(total, dtype=np.uint8),
+                                              self._scratch, offsets)
+        resolved["buffer"] = [xp.empty(shape, dtype) for shape, dtype in self._buffers]
 
-    def to_device(self, a):
-        return self.xp.asarray(a)
+        def value(arg):
+            if not isinstance(arg, Ref):
+                return arg
+            array = resolved[arg.kind][arg.index]
+            return array if arg.start is None else array[arg.start:arg.stop]
+
+        for file, name, grid, block, args in self.launches:
+            get_function(file, name)(grid, block, tuple(value(a) for a in args))
+
+
+def _rows(n) -> np.ndarray:
+    return np.arange(n, dtype=np.int32)
 
 
 class CupyExecutor:
-    """Batch executor on the GPU (or on any backend with the same interface)."""
+    """Batch executor on the GPU (CuPy arrays in and out, on the current stream)."""
 
     name = "cupy"
 
-    def __init__(self, backend=None):
-        self.backend = backend or CupyBackend()
-        self.xp = self.backend.xp
+    @property
+    def xp(self):
+        import cupy
 
-    # --- launches -----------------------------------------------------------------------------
-    def _launch(self, name, count, *args):
-        if count <= 0:
+        return cupy
+
+    # --- public entry points ----------------------------------------------------------------
+    def apply(self, images, mixing_pictures, plan: Plan, out=None, dtype="float32"):
+        """Views (V, N, H, W, 3) of ``images`` (uint8 (N, S, S, 3)) under ``plan``, written into
+        ``out`` (float32 or float16, any strides) or a new array of ``dtype``."""
+        xp = self.xp
+        check_inputs(images, mixing_pictures, plan)
+        x = xp.ascontiguousarray(images)
+        pics = None if mixing_pictures is None else xp.ascontiguousarray(mixing_pictures)
+        out = output_array(xp, out, (plan.views,) + x.shape, dtype)
+        prog = Program()
+        getattr(self, "_" + plan.method)(prog, x, pics, plan, plan.config, out)
+        prog.run(xp)
+        return out
+
+    def normalize(self, images, config, out=None, dtype="float32"):
+        """(images / 255 - mean) / std of uint8 (N, H, W, 3) images: JSD's clean view."""
+        xp = self.xp
+        x = xp.ascontiguousarray(images)
+        out = output_array(xp, out, x.shape, dtype)
+        prog = Program()
+        self._emit_normalize(prog, x, x.shape[0], 1, 1, out[None], config)
+        prog.run(xp)
+        return out
+
+    def crop_pictures(self, bank_images, plan: Plan, size: int):
+        """The plan's mixing pictures from a device-resident bank (M, T, T, 3): one kernel."""
+        xp = self.xp
+        n = plan.n
+        out = xp.empty((n, size, size, 3), dtype=xp.uint8)
+        prog = Program()
+        prog.launch(_MIX_FILE, "crop_bank", n * size * size * 3, bank_images,
+                    prog.table(plan.mix_index, np.int32), prog.table(plan.mix_top, np.int32),
+                    prog.table(plan.mix_left, np.int32), out, np.int32(n),
+                    np.int32(bank_images.shape[1]), np.int32(size))
+        prog.run(xp)
+        return out
+
+    # --- building blocks ----------------------------------------------------------------------
+    @staticmethod
+    def _out_args(prog, out):
+        """(out_f, out_h, half, s_v, s_n, s_y, s_x, s_c) of a (V, N, H, W, 3) output view."""
+        size = out.dtype.itemsize
+        strides = tuple(np.int64(s // size) for s in out.strides)
+        if out.dtype == np.float16:
+            return (prog.dummy(np.float32), out, np.int32(1)) + strides
+        return (out, prog.dummy(np.uint16), np.int32(0)) + strides
+
+    @staticmethod
+    def _copy_rows(prog, src, src_rows, dst, dst_rows):
+        """dst[dst_rows[j]] = src[src_rows[j]] in one launch (rows of any dtype)."""
+        r = len(src_rows)
+        if r == 0:
             return
-        grid, block = _geometry(count)
-        self.backend.launch(_MIX_FILE, name, grid, block, args)
+        row_bytes = int(np.prod(src.shape[1:], dtype=np.int64)) * np.dtype(src.dtype).itemsize
+        word = row_bytes % 4 == 0
+        prog.launch(_MIX_FILE, "copy_rows", r * (row_bytes // 4 if word else row_bytes), src,
+                    prog.table(src_rows, np.int32), dst, prog.table(dst_rows, np.int32),
+                    np.int32(r), np.int64(row_bytes), np.int32(word))
 
-    def _dev(self, a, dtype):
-        return self.backend.to_device(np.ascontiguousarray(np.asarray(a, dtype=dtype)))
-
-    def _run_plan(self, plan, images, out):
-        """An ``OpPlan`` of cupy_ops / cupy_layermix on this backend."""
-        return execute_plan(plan, images, out, to_device=self.backend.to_device,
-                            zeros=self.xp.zeros,
-                            launch=lambda kl, args: self.backend.launch(kl.file, kl.name,
-                                                                        kl.grid, kl.block, args))
-
-    def _grouped(self, prepare, images, op_ids, params):
-        """An op per row (-1: unchanged), one plan per distinct op id: ``prepare(op, shape,
-        params)`` is cupy_ops' (PIL ops, uint8) or cupy_layermix's (LayerMix ops, float32)."""
-        out = images.copy()
-        for op in np.unique(op_ids):
+    def _apply_ops(self, prog, prepare, src, src_rows, op_ids, params, keep_identity=False):
+        """Op ``op_ids[j]`` on row ``src_rows[j]`` of ``src`` for every j with an op (every j
+        with ``keep_identity``; op -1 then copies). Returns (result, order): result row q holds
+        j = order[q]; rows are sorted by op id, so each op runs on one contiguous slice."""
+        op_ids = np.asarray(op_ids)
+        sel = np.arange(len(op_ids)) if keep_identity else np.nonzero(op_ids >= 0)[0]
+        if len(sel) == 0:
+            return None, sel
+        order = sel[np.argsort(op_ids[sel], kind="stable")]
+        r = len(order)
+        shape = (r,) + tuple(src.shape[1:])
+        tmp_in, tmp_out = prog.buffer(shape, src.dtype), prog.buffer(shape, src.dtype)
+        self._copy_rows(prog, src, np.asarray(src_rows)[order], tmp_in, _rows(r))
+        ops, counts = np.unique(op_ids[order], return_counts=True)
+        start = 0
+        for op, count in zip(ops, counts):
+            part = slice(start, start + int(count))
             if op < 0:
-                continue
-            rows = np.nonzero(op_ids == op)[0]
-            index = self._dev(rows, np.int64)
-            sub = self.xp.ascontiguousarray(images[index])
-            out[index] = self._run_plan(prepare(int(op), sub.shape,
-                                                params[rows].astype(np.float64)),
-                                        sub, self.xp.empty_like(sub))
-        return out
+                self._copy_rows(prog, tmp_in, _rows(r)[part], tmp_out, _rows(r)[part])
+            else:
+                plan = prepare(int(op), (int(count),) + shape[1:],
+                               np.asarray(params)[order[part]].astype(np.float64))
+                prog.add_op_plan(plan, tmp_in[part], tmp_out[part])
+            start += int(count)
+        return tmp_out, order
 
-    def _pil_grouped(self, images, op_ids, params):
-        return self._grouped(prepare_pil_op, images, op_ids, params)
+    def _ops_in_place(self, prog, prepare, y, op_ids, params, rows=None):
+        """y[rows[j]] = op_j(y[rows[j]]) (all rows by default; op -1 leaves a row alone)."""
+        rows = _rows(y.shape[0]) if rows is None else np.asarray(rows)
+        result, order = self._apply_ops(prog, prepare, y, rows, op_ids, params)
+        if result is not None:
+            self._copy_rows(prog, result, _rows(len(order)), y, rows[order])
 
-    def _layermix_grouped(self, images, op_ids, params):
-        from .cupy_layermix import prepare_layermix_op
+    def _emit_normalize(self, prog, src, n, views, in_views, out, cfg):
+        h, w = out.shape[2:4]
+        u8 = np.dtype(src.dtype) == np.uint8
+        args = self._out_args(prog, out)
+        prog.launch(_MIX_FILE, "mix_normalize", views * n * h * w * 3,
+                    src if u8 else prog.dummy(np.uint8), prog.dummy(np.float32) if u8 else src,
+                    np.int32(u8), *args[:3], np.int32(n), np.int32(views), np.int32(in_views),
+                    np.int32(h), np.int32(w), *args[3:],
+                    prog.table(cfg.mean, np.float32), prog.table(cfg.std, np.float32))
 
-        return self._grouped(prepare_layermix_op, images, op_ids, params)
+    def _emit_combine(self, prog, x, chains, plan, cfg, out):
+        n, v, k = plan.weights.shape
+        h, w = x.shape[1:3]
+        args = self._out_args(prog, out)
+        prog.launch(_MIX_FILE, "mix_combine", v * n * h * w * 3, x, chains,
+                    prog.table(plan.weights, np.float32), prog.table(plan.m, np.float32),
+                    *args[:3], np.int32(n), np.int32(v), np.int32(k), np.int32(h), np.int32(w),
+                    *args[3:], prog.table(cfg.mean, np.float32), prog.table(cfg.std, np.float32))
 
-    def _normalize(self, x, cfg):
-        xp = self.xp
-        out = xp.empty(x.shape, dtype=xp.float32)
-        u8 = x.dtype == np.uint8
-        dummy_u8, dummy_f = xp.zeros(1, xp.uint8), xp.zeros(1, xp.float32)
-        self._launch("mix_normalize", x.size, x if u8 else dummy_u8, dummy_f if u8 else x, out,
-                     np.int64(x.size), self._dev(cfg.mean, np.float32),
-                     self._dev(cfg.std, np.float32), np.int32(1 if u8 else 0))
-        return out
-
-    def _to_float(self, x):
-        out = self.xp.empty(x.shape, dtype=self.xp.float32)
-        self._launch("mix_to_float", x.size, x, out, np.int64(x.size))
-        return out
-
-    def _combine(self, x, chains, plan, cfg):
-        xp = self.xp
-        n, v, k = chains.shape[:3]
-        hw3 = int(np.prod(x.shape[1:]))
-        out = xp.empty((v, n) + x.shape[1:], dtype=xp.float32)
-        self._launch("mix_combine", v * n * hw3, x, chains, self._dev(plan.weights, np.float32),
-                     self._dev(plan.m, np.float32), out, np.int32(n), np.int32(v), np.int32(k),
-                     np.int64(hw3), self._dev(cfg.mean, np.float32),
-                     self._dev(cfg.std, np.float32))
-        return out
-
-    def _mix_full(self, z, rows, partner, ops, a, b, p, seeds):
-        """z[rows] = clip01(mix(z[rows], partner)) in place; partner uint8 or float32."""
-        xp = self.xp
-        hw = z.shape[1] * z.shape[2]
-        u8 = partner.dtype == np.uint8
-        dummy_u8, dummy_f = xp.zeros(1, xp.uint8), xp.zeros(1, xp.float32)
-        r = len(rows)
-        self._launch("mix_rows_full", r * hw * 3, z, self._dev(rows, np.int32),
-                     partner if u8 else dummy_u8, dummy_f if u8 else partner,
-                     np.int32(1 if u8 else 0), self._dev(ops, np.int32),
-                     self._dev(a, np.float32), self._dev(b, np.float32),
-                     self._dev(np.zeros(r) if p is None else p, np.float32),
-                     self._dev(np.zeros(r) if seeds is None else seeds, np.uint32),
-                     np.int32(r), np.int64(hw))
+    def _partners(self, prog, x, sample_rows, aug_mask, op_ids, params):
+        """Partner rows for mix_patch / mix_rows_full: prow[j] = sample row of the mixing
+        picture, or -1 - q for an augmented partner at row q of the returned buffer."""
+        prow = np.asarray(sample_rows, dtype=np.int32).copy()
+        aug = np.nonzero(aug_mask)[0]
+        if len(aug) == 0:
+            return prow, prog.dummy(np.uint8)
+        result, order = self._apply_ops(prog, prepare_pil_op, x, prow[aug], op_ids[aug],
+                                        params[aug], keep_identity=True)
+        prow[aug[order]] = -1 - _rows(len(order))
+        return prow, result
 
     # --- the methods --------------------------------------------------------------------------
-    def apply(self, images, mixing_pictures, plan: Plan):
-        from .reference import _check_inputs
+    def _none(self, prog, x, pics, plan, cfg, out):
+        self._emit_normalize(prog, x, x.shape[0], plan.views, 1, out, cfg)
 
-        _check_inputs(images, mixing_pictures, plan)
-        xp = self.xp
-        images = xp.ascontiguousarray(images)
-        pics = None if mixing_pictures is None else xp.ascontiguousarray(mixing_pictures)
-        return getattr(self, "_" + plan.method)(images, pics, plan, plan.config)
+    def _chains(self, prog, x, copies):
+        """(n * copies) rows: row i * copies + c is a copy of x[i]."""
+        n = x.shape[0]
+        y = prog.buffer((n * copies,) + tuple(x.shape[1:]), np.uint8)
+        self._copy_rows(prog, x, np.repeat(_rows(n), copies), y, _rows(n * copies))
+        return y
 
-    def _none(self, x, pics, plan, cfg):
-        return self.xp.broadcast_to(self._normalize(x, cfg)[None], (plan.views,) + x.shape)
-
-    def _chains(self, x, v, k):
-        n = len(x)
-        return self.xp.ascontiguousarray(self.xp.broadcast_to(
-            x[:, None, None], (n, v, k) + x.shape[1:]).reshape((n * v * k,) + x.shape[1:]))
-
-    def _augmix(self, x, pics, plan, cfg):
-        n, (v, k, d) = len(x), plan.op.shape[1:]
-        y = self._chains(x, v, k)
+    def _augmix(self, prog, x, pics, plan, cfg, out):
+        v, k, d = plan.op.shape[1:]
+        y = self._chains(prog, x, v * k)
         for s in range(d):
-            y = self._pil_grouped(y, plan.op[..., s].ravel(), plan.param[..., s].ravel())
-        return self._combine(x, y.reshape((n, v, k) + x.shape[1:]), plan, cfg)
+            self._ops_in_place(prog, prepare_pil_op, y, plan.op[..., s].ravel(),
+                               plan.param[..., s].ravel())
+        self._emit_combine(prog, x, y, plan, cfg, out)
 
-    def _ipmix(self, x, pics, plan, cfg):
-        xp = self.xp
-        n, (v, k, t) = len(x), plan.op.shape[1:]
+    def _ipmix(self, prog, x, pics, plan, cfg, out):
+        n, (v, k, t) = x.shape[0], plan.op.shape[1:]
         h, w = x.shape[1:3]
-        y = self._chains(x, v, k)
-        sample = np.repeat(np.arange(n), v * k)
+        y = self._chains(prog, x, v * k)
+        sample = np.repeat(_rows(n), v * k)
         flat = {name: plan.arrays[name].reshape(n * v * k, t) for name in (
             "op", "param", "mix_op", "left", "top", "width", "height", "a", "b", "mask_p",
             "mask_seed", "partner", "partner_op", "partner_param")}
         out_mode = _OUT_WRAP_U8 if cfg.overflow == "wrap" else _OUT_CLIP_U8
         for s in range(t):
-            y = self._pil_grouped(y, flat["op"][:, s], flat["param"][:, s])
+            self._ops_in_place(prog, prepare_pil_op, y, flat["op"][:, s], flat["param"][:, s])
             rows = np.nonzero(flat["mix_op"][:, s] >= 0)[0]
             if len(rows) == 0:
                 continue
-            partner = xp.ascontiguousarray(pics[self._dev(sample[rows], np.int64)])
-            aug = np.nonzero(flat["partner"][rows, s] == PARTNER_AUGMENTED)[0]
-            if len(aug):
-                src = xp.ascontiguousarray(x[self._dev(sample[rows[aug]], np.int64)])
-                partner[self._dev(aug, np.int64)] = self._pil_grouped(
-                    src, flat["partner_op"][rows[aug], s], flat["partner_param"][rows[aug], s])
+            prow, partner_b = self._partners(
+                prog, x, sample[rows], flat["partner"][rows, s] == PARTNER_AUGMENTED,
+                flat["partner_op"][rows, s], flat["partner_param"][rows, s])
             top, left = flat["top"][rows, s].astype(np.int64), flat["left"][rows, s].astype(np.int64)
             # NumPy slicing stops at the image edge: the box (and its mask) is the clipped one.
             bh = np.clip(np.minimum(flat["height"][rows, s], h - top), 0, None)
             bw = np.clip(np.minimum(flat["width"][rows, s], w - left), 0, None)
-            box = np.stack([top, left, bh, bw], axis=1)
             max_area = int((bh * bw).max())
-            self._launch("mix_patch", len(rows) * max_area * 3, y, self._dev(rows, np.int32),
-                         partner, self._dev(box, np.int32), self._dev(flat["mix_op"][rows, s],
-                                                                      np.int32),
-                         self._dev(flat["a"][rows, s], np.float32),
-                         self._dev(flat["b"][rows, s], np.float32),
-                         self._dev(flat["mask_p"][rows, s], np.float32),
-                         self._dev(flat["mask_seed"][rows, s], np.uint32), np.int32(len(rows)),
-                         np.int32(h), np.int32(w), np.int64(max_area), np.int32(out_mode))
-        return self._combine(x, y.reshape((n, v, k) + x.shape[1:]), plan, cfg)
+            prog.launch(_MIX_FILE, "mix_patch", len(rows) * max_area * 3, y,
+                        prog.table(rows, np.int32), pics, partner_b, prog.table(prow),
+                        prog.table(np.stack([top, left, bh, bw], axis=1), np.int32),
+                        prog.table(flat["mix_op"][rows, s], np.int32),
+                        prog.table(flat["a"][rows, s], np.float32),
+                        prog.table(flat["b"][rows, s], np.float32),
+                        prog.table(flat["mask_p"][rows, s], np.float32),
+                        prog.table(flat["mask_seed"][rows, s], np.uint32), np.int32(len(rows)),
+                        np.int32(h), np.int32(w), np.int64(max_area), np.int32(out_mode))
+        self._emit_combine(prog, x, y, plan, cfg, out)
 
-    def _pixmix(self, x, pics, plan, cfg):
-        xp = self.xp
+    def _mix_full(self, prog, z, rows, partner_a, partner_b, partner_f, prow, ops, a, b,
+                  p=None, seeds=None):
+        """z[rows] = clip01(mix(z[rows], partner)) in place (mix_rows_full)."""
+        r = len(rows)
+        hw = z.shape[1] * z.shape[2]
+        u8 = partner_f is None
+        prog.launch(_MIX_FILE, "mix_rows_full", r * hw * 3, z, prog.table(rows, np.int32),
+                    partner_a if u8 else prog.dummy(np.uint8),
+                    partner_b if u8 else prog.dummy(np.uint8),
+                    prog.dummy(np.float32) if u8 else partner_f, np.int32(u8),
+                    prog.table(prow, np.int32), prog.table(ops, np.int32),
+                    prog.table(a, np.float32), prog.table(b, np.float32),
+                    prog.table(np.zeros(r) if p is None else p, np.float32),
+                    prog.table(np.zeros(r) if seeds is None else seeds, np.uint32),
+                    np.int32(r), np.int64(hw))
+
+    def _pixmix(self, prog, x, pics, plan, cfg, out):
         n, v = plan.rounds.shape
-        sample = np.repeat(np.arange(n), v)
-        start = self._pil_grouped(xp.ascontiguousarray(x[self._dev(sample, np.int64)]),
-                                  plan.start_op.ravel(), plan.start_param.ravel())
-        z = self._to_float(start)
+        sample = np.repeat(_rows(n), v)
+        start = self._chains(prog, x, v)
+        self._ops_in_place(prog, prepare_pil_op, start, plan.start_op.ravel(),
+                           plan.start_param.ravel())
+        z = prog.buffer(start.shape, np.float32)
+        prog.launch(_MIX_FILE, "mix_to_float", int(np.prod(start.shape)), start, z,
+                    np.int64(np.prod(start.shape)))
         r_max = plan.mix_op.shape[2]
         flat = {key: plan.arrays[key].reshape(n * v, r_max)
                 for key in ("mix_op", "partner_aug", "partner_op", "partner_param", "a", "b")}
@@ -219,48 +384,42 @@ class CupyExecutor:
             rows = np.nonzero(flat["mix_op"][:, r] >= 0)[0]
             if len(rows) == 0:
                 continue
-            partner = xp.ascontiguousarray(pics[self._dev(sample[rows], np.int64)])
-            aug = np.nonzero(flat["partner_aug"][rows, r] == 1)[0]
-            if len(aug):
-                src = xp.ascontiguousarray(x[self._dev(sample[rows[aug]], np.int64)])
-                partner[self._dev(aug, np.int64)] = self._pil_grouped(
-                    src, flat["partner_op"][rows[aug], r], flat["partner_param"][rows[aug], r])
-            self._mix_full(z, rows, partner, flat["mix_op"][rows, r], flat["a"][rows, r],
-                           flat["b"][rows, r], None, None)
-        out = self._normalize(z, cfg).reshape((n, v) + x.shape[1:])
-        return xp.ascontiguousarray(xp.moveaxis(out, 1, 0))
+            prow, partner_b = self._partners(prog, x, sample[rows],
+                                             flat["partner_aug"][rows, r] == 1,
+                                             flat["partner_op"][rows, r],
+                                             flat["partner_param"][rows, r])
+            self._mix_full(prog, z, rows, pics, partner_b, None, prow, flat["mix_op"][rows, r],
+                           flat["a"][rows, r], flat["b"][rows, r])
+        self._emit_normalize(prog, z, n, v, v, out, cfg)
 
-    def _layermix(self, x, pics, plan, cfg):
-        from .cupy_layermix import prepare_to_float
+    def _layermix(self, prog, x, pics, plan, cfg, out):
+        from .cupy_layermix import prepare_layermix_op, prepare_to_float
 
-        xp = self.xp
         n, v = plan.steps.shape
-        sample = np.repeat(np.arange(n), v)
-
-        def to_float_lm(u8):
-            return self._run_plan(prepare_to_float(u8.shape), u8,
-                                  xp.empty(u8.shape, dtype=xp.float32))
-
-        xf = xp.ascontiguousarray(to_float_lm(x)[self._dev(sample, np.int64)])
+        sample = np.repeat(_rows(n), v)
+        xf = prog.buffer(x.shape, np.float32)
+        prog.add_op_plan(prepare_to_float(x.shape), x, xf)
+        img = prog.buffer((n * v,) + tuple(x.shape[1:]), np.float32)
+        self._copy_rows(prog, xf, sample, img, _rows(n * v))
         op, steps = plan.op.ravel(), plan.steps.ravel()
         param = plan.param.reshape(n * v, 3)
         blend = plan.blend_op.reshape(n * v, 2)
         a, b = plan.a.reshape(n * v, 2), plan.b.reshape(n * v, 2)
         mp, ms = plan.mask_p.reshape(n * v, 2), plan.mask_seed.reshape(n * v, 2)
-        img = self._layermix_grouped(xf, op, param[:, 0])
+        self._ops_in_place(prog, prepare_layermix_op, img, op, param[:, 0])
         rows = np.nonzero(steps >= 1)[0]
         if len(rows):
-            sub = xp.ascontiguousarray(xf[self._dev(rows, np.int64)])
-            img2 = self._layermix_grouped(sub, op[rows], param[rows, 1])
-            self._mix_full(img, rows, img2, blend[rows, 0], a[rows, 0], b[rows, 0], mp[rows, 0],
-                           ms[rows, 0])
+            img2, order = self._apply_ops(prog, prepare_layermix_op, xf, sample[rows], op[rows],
+                                          param[rows, 1], keep_identity=True)
+            prow = np.empty(len(rows), dtype=np.int32)
+            prow[order] = _rows(len(order))
+            self._mix_full(prog, img, rows, None, None, img2, prow, blend[rows, 0], a[rows, 0],
+                           b[rows, 0], mp[rows, 0], ms[rows, 0])
         rows = np.nonzero(steps >= 2)[0]
         if len(rows):
-            pic = xp.ascontiguousarray(to_float_lm(pics)[self._dev(sample[rows], np.int64)])
-            self._mix_full(img, rows, pic, blend[rows, 1], a[rows, 1], b[rows, 1], mp[rows, 1],
-                           ms[rows, 1])
-            sub = xp.ascontiguousarray(img[self._dev(rows, np.int64)])
-            img[self._dev(rows, np.int64)] = self._layermix_grouped(sub, op[rows],
-                                                                    param[rows, 2])
-        out = self._normalize(img, cfg).reshape((n, v) + x.shape[1:])
-        return xp.ascontiguousarray(xp.moveaxis(out, 1, 0))
+            pf = prog.buffer(pics.shape, np.float32)
+            prog.add_op_plan(prepare_to_float(pics.shape), pics, pf)
+            self._mix_full(prog, img, rows, None, None, pf, sample[rows], blend[rows, 1],
+                           a[rows, 1], b[rows, 1], mp[rows, 1], ms[rows, 1])
+            self._ops_in_place(prog, prepare_layermix_op, img, op[rows], param[rows, 2], rows)
+        self._emit_normalize(prog, img, n, v, v, out, cfg)

@@ -12,7 +12,7 @@ works in two steps that are kept apart on purpose:
   ``int(p) % 360.0``, ``int(npix * cutoff // 100)``, ``params.astype(np.float32)``, and the LUT ops
   evaluated by np_ops itself on a ramp image).
 * :func:`execute_plan` runs a plan with injected array and launch functions: CuPy here, the CPU
-  emulator of ``tests/kernel_emu.py`` in ``tests/test_kernels_emulated_ops.py``, so the emulated
+  emulator of ``kernels/emulator.py`` in ``tests/test_kernels_emulated_ops.py``, so the emulated
   test exercises exactly the launch sequence the GPU runs.
 
 The GPU path stays on the current CuPy stream and never synchronises with the host: tables go to

@@ -16,7 +16,7 @@ from ..ops import masks
 from ..ops.table import MIX_OP_ID
 from ..plans import PARTNER_AUGMENTED, Plan
 from . import float_ops as fo
-from .reference import _check_inputs
+from .base import check_inputs, output_array
 
 _ADD, _MUL = MIX_OP_ID["add"], MIX_OP_ID["multiply"]
 _PIX, _ELEM = MIX_OP_ID["random_pixels"], MIX_OP_ID["random_elems"]
@@ -124,9 +124,10 @@ class NumpyExecutor:
         self.chunk_size, self.threads = chunk_size, threads
         self._pool = None
 
-    def apply(self, images: np.ndarray, mixing_pictures, plan: Plan) -> np.ndarray:
-        _check_inputs(images, mixing_pictures, plan)
-        out = np.empty((plan.views,) + images.shape, dtype=np.float32)
+    def apply(self, images: np.ndarray, mixing_pictures, plan: Plan, out=None,
+              dtype="float32") -> np.ndarray:
+        check_inputs(images, mixing_pictures, plan)
+        out = output_array(np, out, (plan.views,) + images.shape, dtype)
         run = getattr(self, "_" + plan.method)
         size = min(self.chunk_size, max(1, -(-plan.n // self.threads)))
 
@@ -146,6 +147,14 @@ class NumpyExecutor:
         else:
             for start in starts:
                 chunk(start)
+        return out
+
+    def normalize(self, images: np.ndarray, config, out=None, dtype="float32") -> np.ndarray:
+        """(images / 255 - mean) / std: JSD's clean view."""
+        out = output_array(np, out, images.shape, dtype)
+        for start in range(0, images.shape[0], self.chunk_size):
+            stop = start + self.chunk_size
+            out[start:stop] = self._pre(images[start:stop], config)
         return out
 
     # Each method returns (V, n, H, W, 3) float32 for one chunk.

@@ -19,6 +19,7 @@ from ..ops.table import MIX_OPS, PIL_OPS
 from ..ops import masks
 from ..plans import IMG, PARTNER_AUGMENTED, Plan
 from . import float_ops as fo
+from .base import check_inputs, output_array
 
 
 def pil_apply(op_id: int, img: Image.Image, param: float, image_size: int) -> Image.Image:
@@ -88,15 +89,22 @@ class ReferenceExecutor:
 
     name = "reference"
 
-    def apply(self, images: np.ndarray, mixing_pictures, plan: Plan) -> np.ndarray:
-        _check_inputs(images, mixing_pictures, plan)
+    def apply(self, images: np.ndarray, mixing_pictures, plan: Plan, out=None,
+              dtype="float32") -> np.ndarray:
+        check_inputs(images, mixing_pictures, plan)
         cfg = plan.config
-        out = np.empty((plan.views,) + images.shape, dtype=np.float32)
+        out = output_array(np, out, (plan.views,) + images.shape, dtype)
         for i in range(plan.n):
             x = Image.fromarray(images[i])
             pic = None if mixing_pictures is None else Image.fromarray(mixing_pictures[i])
             for v in range(plan.views):
                 out[v, i] = getattr(self, "_" + plan.method)(x, pic, plan, i, v, cfg)
+        return out
+
+    def normalize(self, images: np.ndarray, config, out=None, dtype="float32") -> np.ndarray:
+        out = output_array(np, out, images.shape, dtype)
+        for i in range(images.shape[0]):
+            out[i] = self._pre(Image.fromarray(images[i]), config)
         return out
 
     # -- methods ---------------------------------------------------------------------------
@@ -201,19 +209,3 @@ class ReferenceExecutor:
             mask = torch.from_numpy(np.ascontiguousarray(m)).to(torch.float32)
             out = mask * img1 + (1 - mask) * img2
         return torch.clip(out, 0, 1)
-
-
-def _check_inputs(images, mixing_pictures, plan):
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-        raise ValueError(f"images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
-    size = plan.config.image_size
-    if images.shape[1:3] != (size, size):
-        raise ValueError(f"images are {images.shape[1]}x{images.shape[2]} but the plan was drawn "
-                         f"for image_size {size}: crop to {size} or pass image_size=...")
-    if images.shape[0] != plan.n:
-        raise ValueError(f"{images.shape[0]} images for a plan of {plan.n} samples")
-    if plan.method in MIXING_METHODS:
-        if mixing_pictures is None or mixing_pictures.shape != images.shape:
-            got = None if mixing_pictures is None else mixing_pictures.shape
-            raise ValueError(f"{plan.method} needs mixing_pictures of shape {images.shape}, "
-                             f"got {got}")

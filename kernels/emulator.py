@@ -1,8 +1,9 @@
 """Run CUDA kernels on the CPU: compile a kernels/*.cu file as C++ and loop over every thread.
 
 Lets CI (no GPU) check what the kernels compute, not only that they compile. A kernel file is
-compiled with g++ (``-x c++ -ffp-contract=off``, IEEE float and double like the GPU with
-``--fmad=false``) after a small header that defines the CUDA qualifiers away, provides
+compiled with g++ and ``_kernels.EMULATOR_CXXFLAGS``, the host twins of the NVRTC options the GPU
+build uses (``_kernels.COMPILE_OPTIONS``: no multiply-add contraction, no flush of subnormals to
+zero, IEEE division and square root), after a small header that defines the CUDA qualifiers away, provides
 ``blockIdx``/``threadIdx``/``blockDim``/``gridDim``, sequential ``atomicAdd`` and the ``__*_rn``
 intrinsics. For every ``extern "C" __global__`` kernel a wrapper ``emu_<name>`` runs the kernel
 once per (block, thread) in order.
@@ -25,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from ipmix_dali.executors._kernels import read_source
+from ..executors._kernels import EMULATOR_CXXFLAGS, read_source
 
 HEADER = r"""
 #include <cmath>
@@ -111,7 +112,7 @@ class EmulatedModule:
                 f"    blockIdx = {{emu_i, emu_j, emu_k}}; threadIdx = {{emu_a, emu_b, emu_c}};\n"
                 f"    {name}({names});\n  }}\n}}\n")
         text = HEADER + source + "\n" + "\n".join(wrappers)
-        digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+        digest = hashlib.sha1((" ".join(EMULATOR_CXXFLAGS) + text).encode()).hexdigest()[:16]
         cache = os.path.join(tempfile.gettempdir(), "ipmix_dali_kernel_emu")
         os.makedirs(cache, exist_ok=True)
         lib = os.path.join(cache, f"{os.path.splitext(filename)[0]}_{digest}.so")
@@ -120,8 +121,8 @@ class EmulatedModule:
             with open(src, "w") as f:
                 f.write(text)
             tmp = lib + f".{os.getpid()}.tmp"
-            proc = subprocess.run(["g++", "-O2", "-std=c++17", "-x", "c++", "-ffp-contract=off",
-                                   "-fPIC", "-shared", "-o", tmp, src],
+            proc = subprocess.run(["g++", *EMULATOR_CXXFLAGS, "-x", "c++", "-fPIC", "-shared",
+                                   "-o", tmp, src],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"g++ could not compile {filename} for emulation:\n"
@@ -141,8 +142,10 @@ class EmulatedModule:
         cargs = [ctypes.c_uint(int(v)) for v in grid + block]
         for (ctype, pname), arg in zip(params, args):
             if "*" in ctype:
-                if not isinstance(arg, np.ndarray) or not arg.flags.c_contiguous:
-                    raise TypeError(f"{name}: {pname} ({ctype}) needs a C-contiguous ndarray")
+                # The address of the first element, as CuPy passes ``a.data.ptr``: kernels that
+                # take a strided view (the executors' outputs) get its strides as arguments.
+                if not isinstance(arg, np.ndarray):
+                    raise TypeError(f"{name}: {pname} ({ctype}) needs an ndarray")
                 cargs.append(ctypes.c_void_p(arg.ctypes.data))
             else:
                 want = _SCALAR_TYPES.get(ctype.replace("const", "").strip())
