@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+import traceback
 
 import numpy as np
 
@@ -286,7 +287,10 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                     row.update(time_backend(backend, files, cfg, bank, batch_size, batches,
                                             warmup, workers, threads, stage_threads=stage_threads))
                 except (ImportError, ValueError, RuntimeError) as exc:
-                    row["error"] = str(exc).splitlines()[0][:200]
+                    # The row keeps the first line; the whole chain (an augmentation stage
+                    # error carries the stage's own traceback) goes to the log.
+                    row["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    log("".join(traceback.format_exception(exc)).rstrip())
             rows.append(row)
             log(_table([row]).splitlines()[-1])
     by = {(r["backend"], r["method"]): r for r in rows if "error" not in r}

@@ -18,7 +18,7 @@ from .config import METHODS
 def _require_gpu_for(device: str) -> None:
     """--device gpu without a usable GPU: one ValueError naming the fix (--device cpu)."""
     if device == "gpu":
-        from .fractal_gpu import require_gpu
+        from .device import require_gpu
 
         require_gpu()
 
@@ -80,26 +80,46 @@ def _run_bench_executors(args) -> int:
 
 
 def _add_bench_gpu(sub):
-    p = sub.add_parser("bench-gpu", help="CuPy executor and fractal renderer throughput (GPU)")
-    p.add_argument("--methods", default="none,augmix,pixmix,ipmix")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--out-dtype", default="float16", choices=["float16", "float32"])
-    p.add_argument("--out", default="bench/results/executors_gpu.json")
+    p = sub.add_parser("bench-gpu", help="GPU stage and CuPy executor throughput; --host-only: "
+                                         "the stage's host ms and device operations, no GPU")
+    p.add_argument("--methods", default="none,augmix,pixmix,ipmix,layermix",
+                   help="comma list of methods (default: all five)")
+    p.add_argument("--batch", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("--size", type=int, default=224, help="image side (default 224)")
+    p.add_argument("--repeats", type=int, default=10, help="timed batches per row")
+    p.add_argument("--out-dtype", default="float16", choices=["float16", "float32"],
+                   help="dtype of the views the stage writes (default float16)")
+    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"],
+                   help="layout of the views (default NCHW)")
+    p.add_argument("--host-only", action="store_true",
+                   help="no GPU needed: run the GPU stage through the CuPy stand-in (kernels "
+                        "counted, not run) and report host ms and device operations per batch")
+    p.add_argument("--out", default=None, help="JSON result (default "
+                   "bench/results/executors_gpu.json, or gpu_host_overhead.json with "
+                   "--host-only)")
     p.set_defaults(func=_run_bench_gpu)
 
 
 def _run_bench_gpu(args) -> int:
-    from .bench_gpu import run_gpu_bench
+    from .bench_gpu import run_gpu_bench, run_host_bench
 
-    result = run_gpu_bench([m.strip() for m in args.methods.split(",")], batch=args.batch,
-                           size=args.size, repeats=args.repeats, out=args.out,
-                           out_dtype=args.out_dtype)
+    methods = [m.strip() for m in args.methods.split(",")]
+    if args.host_only:
+        out = args.out or "bench/results/gpu_host_overhead.json"
+        result = run_host_bench(methods, batch=args.batch, size=args.size,
+                                repeats=min(args.repeats, 5), dtype=args.out_dtype,
+                                layout=args.layout, out=out)
+        print(result["table"])
+        print(f"wrote {out}")
+        return 0
+    out = args.out or "bench/results/executors_gpu.json"
+    result = run_gpu_bench(methods, batch=args.batch, size=args.size, repeats=args.repeats,
+                           out=out, out_dtype=args.out_dtype, layout=args.layout)
     print(result["device"]["gpu"])
+    print(result["stage_table"])
     print(result["table"])
     print(f"fractals: {result['fractals']}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -375,7 +395,7 @@ def _run_bench_corruptions(args) -> int:
     names = args.corruptions.split(",") if args.corruptions else ALL
     result = compare(sample_photos(args.images, 224, seed=0, min_scale=0.3), names)
     result["machine"] = machine_info()
-    from .fractal_gpu import gpu_available
+    from .device import gpu_available
 
     if gpu_available():
         from .bench_gpu import _gpu_info

@@ -120,8 +120,13 @@ def _wrap(result):
 
 
 def _advanced(key) -> bool:
+    if type(key) is int or type(key) is slice:
+        return False
     keys = key if isinstance(key, tuple) else (key,)
-    return any(isinstance(k, (np.ndarray, list)) for k in keys)
+    for k in keys:
+        if isinstance(k, (np.ndarray, list)):
+            return True
+    return False
 
 
 class ndarray(np.ndarray):
@@ -178,6 +183,11 @@ class ndarray(np.ndarray):
     def __dlpack__(self, stream=None, **kwargs):
         DEVICE.note("dlpack")
         return np.ndarray.__dlpack__(_host(self))
+
+    @property
+    def data(self):
+        """``a.data.ptr`` as CuPy has it: the address of the first element."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
 
     def __iter__(self):
         for i in range(len(self)):
@@ -419,13 +429,21 @@ def _build_modules():
 
     import scipy.ndimage
 
+    def ndimage_getattr(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _numpy_function(name, getattr(scipy.ndimage, name))
+
     ndimage = types.ModuleType("cupyx.scipy.ndimage")
-    ndimage.__getattr__ = lambda name: _numpy_function(name, getattr(scipy.ndimage, name))
+    ndimage.__getattr__ = ndimage_getattr
     cupyx = types.ModuleType("cupyx")
     cupyx.scipy = types.ModuleType("cupyx.scipy")
     cupyx.scipy.ndimage = ndimage
-    return {"cupy": cupy, "cupy.cuda": cuda, "cupyx": cupyx, "cupyx.scipy": cupyx.scipy,
-            "cupyx.scipy.ndimage": ndimage}
+    modules = {"cupy": cupy, "cupy.cuda": cuda, "cupyx": cupyx, "cupyx.scipy": cupyx.scipy,
+               "cupyx.scipy.ndimage": ndimage}
+    for module in modules.values():  # tools that walk sys.modules (inspect) look for files
+        module.__file__ = __file__
+    return modules
 
 
 _MODULES = _build_modules()

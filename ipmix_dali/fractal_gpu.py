@@ -25,13 +25,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import builtin_mixing as bm
+from .device import NO_GPU_MESSAGE, gpu_available, require_gpu  # noqa: F401 (re-exported)
 
 __all__ = ["render_fractals_gpu", "render_indices", "gpu_available", "require_gpu",
            "CupyBackend", "HostBackend", "pack_systems", "pack_raster", "pack_colour"]
 
 KERNEL_FILE = "fractal.cu"
 BLOCK = 256
-NO_GPU_MESSAGE = "no CUDA GPU available for --device gpu: use --device cpu"
 
 
 # --- host-side packing (plain NumPy) ---------------------------------------------------------
@@ -181,25 +181,6 @@ def render_indices(backend, indices, size: int = 256, seed: int = 0) -> np.ndarr
 
 
 # --- GPU entry points ------------------------------------------------------------------------
-def gpu_available() -> bool:
-    """Whether CuPy imports and can run on a CUDA device."""
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return False
-        cupy.zeros(1)
-        return True
-    except Exception:
-        return False
-
-
-def require_gpu() -> None:
-    """Raise ValueError (one line, naming the fix) unless a CUDA GPU is usable."""
-    if not gpu_available():
-        raise ValueError(NO_GPU_MESSAGE)
-
-
 def default_chunk(size: int) -> int:
     """Fractals per launch: about 256 MiB of accumulation buffers (12 bytes per pixel)."""
     return int(max(1, min(512, (256 << 20) // (12 * int(size) * int(size)))))

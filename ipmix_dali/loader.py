@@ -19,9 +19,11 @@ import re
 from typing import Callable, Optional
 
 from .datasets import FileList
-from .pipeline import iters_per_epoch, train_output_names, train_pipeline, val_pipeline
+from .pipeline import (AugmentStageError, iters_per_epoch, train_output_names, train_pipeline,
+                       val_pipeline)
 
-__all__ = ["DaliLoader", "train_loader", "val_loader", "decode_error", "LAST_BATCH_POLICIES"]
+__all__ = ["DaliLoader", "train_loader", "val_loader", "decode_error", "pipeline_error",
+           "AugmentStageError", "LAST_BATCH_POLICIES"]
 
 log = logging.getLogger("ipmix_dali.loader")
 
@@ -29,8 +31,8 @@ LAST_BATCH_POLICIES = ("partial", "fill", "drop")
 STATE_FORMAT = 1
 
 
-def decode_error(exc: BaseException, files: FileList) -> ValueError:
-    """A one-line error for a pipeline failure, naming the file when DALI names it."""
+def decode_error(exc: BaseException, files: FileList) -> Optional[ValueError]:
+    """A one-line error naming the file, for a DALI decoder failure that names it; else None."""
     text = str(exc)
     m = re.search(r"Failed to decode sample #\d+ : (\S+)", text)
     if m:
@@ -38,13 +40,33 @@ def decode_error(exc: BaseException, files: FileList) -> ValueError:
         path = next((f for f in files.files if f.endswith(name)), name)
         return ValueError(f"cannot decode {path}: fix or delete it, or pass --skip-bad-files "
                           f"(the file check runs before training)")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    cause = next((ln for ln in lines if "failure" in ln or "Error" in ln or "error" in ln),
+    return None
+
+
+def pipeline_error(exc: BaseException, files: FileList, stage=None) -> BaseException:
+    """What a failed ``DALIGenericIterator`` call means, as the exception to raise:
+
+    * the augmentation stage raised: :class:`AugmentStageError` saying so, whose ``__cause__``
+      is the stage's own exception with its traceback;
+    * a decoder named a file: a one-line ValueError naming it (:func:`decode_error`);
+    * anything else: RuntimeError with DALI's first error line, chained to DALI's exception.
+    """
+    if stage is not None and stage.error is not None:
+        cause, batch = stage.error, stage.error_batch
+        stage.error = stage.error_batch = None
+        err = AugmentStageError(f"the augmentation stage ({stage.config.method}) failed on "
+                                f"batch {batch}: {type(cause).__name__}: {cause}")
+        err.__cause__ = cause
+        return err
+    named = decode_error(exc, files)
+    if named is not None:
+        return named
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if "rror" in ln or "failure" in ln),
                  lines[0] if lines else type(exc).__name__)
-    return ValueError(f"the DALI pipeline over {files.source} failed ({cause}): a file passed the "
-                      f"header check but does not decode; find it with "
-                      f"`python -c \"from PIL import Image; Image.open(PATH).load()\"` and delete "
-                      f"it, or pass --skip-bad-files")
+    err = RuntimeError(f"the DALI pipeline over {files.source} failed: {cause}")
+    err.__cause__ = exc
+    return err
 
 
 class DaliLoader:
@@ -89,7 +111,13 @@ class DaliLoader:
             self._it = DALIGenericIterator([self.pipeline], self.output_names, reader_name="Reader",
                                            last_batch_policy=policy, auto_reset=True)
         except RuntimeError as exc:
-            raise decode_error(exc, self.files) from None
+            self._raise(exc)
+
+    def _raise(self, exc):
+        err = pipeline_error(exc, self.files, self.stage)
+        if isinstance(err, ValueError):  # a bad file, named: the one line is the message
+            raise err from None
+        raise err from err.__cause__
 
     @property
     def batches_consumed(self) -> int:
@@ -114,7 +142,7 @@ class DaliLoader:
             self._end_epoch()
             raise
         except RuntimeError as exc:
-            raise decode_error(exc, self.files) from None
+            self._raise(exc)
         self._position += 1
         labels = out["label"].reshape(-1).long()
         images = [out[name] for name in self.output_names if name not in ("label", "input")]

@@ -38,8 +38,8 @@ from .datasets import FileList
 from .plans import sample_plan
 from .rng import make_rng
 
-__all__ = ["AugmentStage", "train_pipeline", "val_pipeline", "iters_per_epoch",
-           "dali_seed", "OUTPUT_DTYPES", "LAYOUTS"]
+__all__ = ["AugmentStage", "AugmentStageError", "train_pipeline", "val_pipeline",
+           "iters_per_epoch", "dali_seed", "output_buffer", "OUTPUT_DTYPES", "LAYOUTS"]
 
 OUTPUT_DTYPES = ("float32", "float16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -64,18 +64,49 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
+class AugmentStageError(RuntimeError):
+    """An exception raised inside the augmentation stage, re-raised by the loader with the
+    original exception (and its traceback) as ``__cause__``."""
+
+
+# Physical axis order of the stage's output buffer (V views, N samples, H, W, C channels), by
+# (device, layout). On the GPU the samples are interleaved with the rows: DALI copies outputs
+# whose samples are dense with one cudaMemcpyAsync each (N calls per output), and strided ones
+# with one batched kernel (``CopyDlTensorBatchGpu``); a layout where the sample axis is not the
+# outermost makes every sample strided. On the CPU, dense samples are the cheap case.
+_PHYSICAL_ORDER = {("cpu", "NCHW"): "VNCHW", ("cpu", "NHWC"): "VNHWC",
+                   ("gpu", "NCHW"): "VCHNW", ("gpu", "NHWC"): "VHNWC"}
+
+
+def output_buffer(xp, device: str, layout: str, dtype: str, views: int, n: int, size: int):
+    """(logical, samples): a (views, n, size, size, 3) view of a new buffer laid out for DALI,
+    and per view the list of its n per-sample arrays in ``layout`` (HWC or CHW)."""
+    order = _PHYSICAL_ORDER[(device, layout)]
+    extent = {"V": views, "N": n, "H": size, "W": size, "C": 3}
+    physical = xp.empty(tuple(extent[a] for a in order), dtype=np.dtype(dtype))
+    logical = physical.transpose(tuple(order.index(a) for a in "VNHWC"))
+    samples = []
+    for v in range(views):
+        per_view = logical[v] if layout == "NHWC" else logical[v].transpose(0, 3, 1, 2)
+        samples.append(list(per_view))
+    return logical, samples
+
+
 class AugmentStage:
     """The augmentation of a whole batch, called by DALI once per batch, in batch order.
 
     Args:
         config: an augmentation config (:func:`ipmix_dali.config.make_config`).
         bank: mixing pictures (a MixingBank), or None (methods that do not mix, or reader mode).
-        executor: the executor (``apply(images, pictures, plan)``).
+        executor: the executor (``apply(images, pictures, plan, out=...)``, ``normalize``).
         seed, shard_id, iters: plan key parts; ``iters`` = batches per epoch of this shard.
         dtype, layout: output element type and layout.
         start_batch: batches this pipeline's predecessors already produced (resume).
-        device: "cpu" (NumPy arrays) or "gpu" (CuPy arrays).
+        device: "cpu" (NumPy arrays) or "gpu" (CuPy arrays, on DALI's stream).
         emit_input: also return the uint8 crops the augmentation saw (tests, `show`).
+
+    An exception inside the stage is kept in ``error`` (with the batch number in
+    ``error_batch``) before DALI wraps it, so the loader can re-raise it as itself.
     """
 
     def __init__(self, config, bank, executor, seed: int, shard_id: int, iters: int,
@@ -83,6 +114,7 @@ class AugmentStage:
                  device: str = "cpu", emit_input: bool = False):
         _check_choice("dtype", dtype, OUTPUT_DTYPES)
         _check_choice("layout", layout, LAYOUTS)
+        _check_choice("device", device, ("cpu", "gpu"))
         self.config = config
         self.executor = executor
         self.seed, self.shard_id, self.iters = int(seed), int(shard_id), int(iters)
@@ -91,11 +123,19 @@ class AugmentStage:
         self.device = device
         self.emit_input = emit_input
         self.bank = bank
+        self.error, self.error_batch = None, None
         self._bank_images = None
-        if bank is not None and device == "gpu":
-            import cupy
+        if device == "gpu":
+            from .device import import_cupy
 
-            self._bank_images = cupy.asarray(np.asarray(bank.images))  # resident on the GPU
+            self.xp = import_cupy("the GPU pipeline")
+            if bank is not None:
+                self._bank_images = self.xp.asarray(np.asarray(bank.images))  # resident
+                # The upload ran on the stream current here (the legacy default stream); the
+                # stage runs on DALI's non-blocking stream, which does not wait for it.
+                self.xp.cuda.get_current_stream().synchronize()
+        else:
+            self.xp = np
 
     @property
     def mixes(self) -> bool:
@@ -113,47 +153,47 @@ class AugmentStage:
             size, side = (1, self.config.image_size) if self.mixes else (0, 0)
         return sample_plan(self.config, n, make_rng(*self.plan_key(batch)), size, side)
 
-    def _crops(self, plan, xp):
-        if self._bank_images is None:
-            return xp.asarray(self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left,
-                                              self.config.image_size))
-        s = self.config.image_size
-        rows = xp.arange(s)
-        idx = xp.asarray(plan.mix_index)[:, None, None]
-        top = xp.asarray(plan.mix_top)[:, None, None] + rows[None, :, None]
-        left = xp.asarray(plan.mix_left)[:, None, None] + rows[None, None, :]
-        return self._bank_images[idx, top, left]
+    def _pictures(self, plan, pictures):
+        if not self.mixes:
+            return None
+        if pictures is not None:
+            return self._stack(pictures)
+        if self._bank_images is not None:
+            return self.executor.crop_pictures(self._bank_images, plan, self.config.image_size)
+        return self.xp.asarray(self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left,
+                                               self.config.image_size))
+
+    def _stack(self, samples):
+        stack = getattr(self.executor, "stack_samples", None)
+        return stack(samples) if stack is not None else self.xp.stack(samples)
 
     def __call__(self, images, pictures=None):
-        if self.device == "gpu":
-            import cupy as xp
-        else:
-            xp = np
-        x = xp.stack(images)
         batch = self.batches
         self.batches += 1
-        plan = self.plan(batch, x.shape[0])
-        if not self.mixes:
-            pics = None
-        elif pictures is not None:
-            pics = xp.stack(pictures)
-        else:
-            pics = self._crops(plan, xp)
-        views = self.executor.apply(x, pics, plan)  # (V, N, H, W, 3) float32, normalised
-        outs = list(views)
-        if self.config.jsd:
-            # The clean view on the same executor: the GPU stage normalises with its kernel.
-            from .executors import clean_view
+        try:
+            return self._run(batch, images, pictures)
+        except Exception as exc:
+            self.error, self.error_batch = exc, batch
+            raise
 
-            outs = [clean_view(self.executor, x, self.config)] + outs
-        if self.layout == "NCHW":
-            outs = [o.transpose(0, 3, 1, 2) for o in outs]
-        dtype = xp.float16 if self.dtype == "float16" else xp.float32
-        result = [[xp.ascontiguousarray(o[i], dtype=dtype) for i in range(o.shape[0])]
-                  for o in outs]
+    def _run(self, batch, images, pictures):
+        x = self._stack(images)
+        size = self.config.image_size
+        if tuple(x.shape[1:]) != (size, size, 3):
+            raise ValueError(f"the augmentation stage got images of shape {tuple(x.shape[1:])}, "
+                             f"the config's image_size is {size}: resize to {size}x{size} "
+                             f"before the stage")
+        plan = self.plan(batch, x.shape[0])
+        pics = self._pictures(plan, pictures)
+        jsd = 1 if self.config.jsd else 0
+        logical, samples = output_buffer(self.xp, self.device, self.layout, self.dtype,
+                                         jsd + plan.views, x.shape[0], self.config.image_size)
+        if jsd:  # the clean view, normalised by the same executor
+            self.executor.normalize(x, self.config, out=logical[0])
+        self.executor.apply(x, pics, plan, out=logical[jsd:])
         if self.emit_input:
-            result.append(list(images))
-        return tuple(result) if len(result) > 1 else result[0]
+            samples.append(list(images))
+        return tuple(samples) if len(samples) > 1 else samples[0]
 
 
 def _dali():

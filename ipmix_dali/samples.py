@@ -14,7 +14,18 @@ from PIL import Image
 
 @functools.lru_cache(maxsize=1)
 def shipped_photographs():
-    """The photographs shipped with scikit-learn, as uint8 (H, W, 3) arrays."""
+    """The photographs shipped with scikit-learn, as uint8 (H, W, 3) arrays.
+
+    On a machine without scikit-learn (the lent GPU machines), ``IPMIX_DALI_PHOTOS`` may name a
+    folder holding copies of its ``china.jpg`` and ``flower.jpg`` (``bench/gpu_pass.sh`` carries
+    them there).
+    """
+    import os
+
+    folder = os.environ.get("IPMIX_DALI_PHOTOS")
+    if folder:
+        return tuple(np.ascontiguousarray(Image.open(os.path.join(folder, name)).convert("RGB"))
+                     for name in ("china.jpg", "flower.jpg"))
     from sklearn.datasets import load_sample_images
 
     return tuple(np.ascontiguousarray(img) for img in load_sample_images().images)

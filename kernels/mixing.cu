@@ -92,6 +92,25 @@ extern "C" __global__ void copy_rows(const unsigned char* __restrict__ src,
     }
 }
 
+// DALI's samples into one batch: out[i] = the row_bytes bytes at address ptrs[i] (word != 0:
+// copied as 4-byte words, every address and row_bytes being multiples of 4).
+extern "C" __global__ void gather_samples(const unsigned long long* __restrict__ ptrs,
+                                          unsigned char* __restrict__ out, int n,
+                                          long long row_bytes, int word) {
+    const long long unit = word ? 4 : 1;
+    const long long per_row = row_bytes / unit;
+    const long long count = (long long)n * per_row;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const long long i = t / per_row;
+        const long long k = t - i * per_row;
+        if (word)
+            ((unsigned int*)out)[t] = ((const unsigned int*)ptrs[i])[k];
+        else
+            out[t] = ((const unsigned char*)ptrs[i])[k];
+    }
+}
+
 // Mixing pictures from a bank of square uint8 pictures (m, side, side, 3): out[i] is the
 // size x size crop of picture index[i] at (top[i], left[i]).
 extern "C" __global__ void crop_bank(const unsigned char* __restrict__ bank,

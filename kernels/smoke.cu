@@ -12,3 +12,15 @@ extern "C" __global__ void smoke_wrap_u8(const float* c, unsigned char* out, int
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = ipmix_wrap_u8(c[i]);
 }
+
+// Products of floats (a subnormal result shows whether the build flushes subnormals to zero).
+extern "C" __global__ void smoke_mul(const float* a, const float* b, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] * b[i];
+}
+
+// float32 -> half bits as the executors' float16 outputs are written.
+extern "C" __global__ void smoke_f16(const float* x, unsigned short* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = ipmix_f16_bits(x[i]);
+}

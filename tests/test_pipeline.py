@@ -314,3 +314,38 @@ def test_gpu_stage_equals_cpu_stage_on_the_same_crops(tree, bank, method):
     for w, g in zip(want, got):
         diff = np.abs(np.stack(w) - cupy.asnumpy(cupy.stack(g))) * 0.226 * 255
         assert float((diff <= 1.01).mean()) >= 0.999, method
+
+
+class _FailingExecutor:
+    """The NumPy executor with a bug in its third batch."""
+
+    def __init__(self):
+        self.inner, self.calls = get_executor("numpy"), 0
+
+    def normalize(self, *args, **kwargs):
+        return self.inner.normalize(*args, **kwargs)
+
+    def apply(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 3:
+            raise ZeroDivisionError("a bug in the augmentation")
+        return self.inner.apply(*args, **kwargs)
+
+
+def test_stage_errors_surface_as_themselves_not_as_bad_files(tree, bank):
+    """An exception inside the augmentation stage is re-raised as AugmentStageError naming the
+    stage and batch, with the original exception (and its traceback) as the cause; it is not
+    blamed on an image file."""
+    from ipmix_dali.loader import AugmentStageError
+
+    loader = train_loader(tree, _cfg("ipmix"), batch_size=BATCH, bank=bank, seed=1,
+                          executor=_FailingExecutor(), prefetch_queue_depth=1)
+    with pytest.raises(AugmentStageError) as info:
+        for _ in loader:
+            pass
+    err = info.value
+    assert "augmentation stage (ipmix) failed on batch 2" in str(err)
+    assert "ZeroDivisionError: a bug in the augmentation" in str(err)
+    assert "decode" not in str(err) and "--skip-bad-files" not in str(err)
+    assert isinstance(err.__cause__, ZeroDivisionError)
+    assert err.__cause__.__traceback__.tb_next is not None  # the stage's own frames

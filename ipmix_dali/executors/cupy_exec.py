@@ -27,8 +27,7 @@ written into ``out`` when given (any strides, e.g. a channels-first view).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+import math
 
 import numpy as np
 
@@ -51,22 +50,21 @@ def _geometry(count):
     return (blocks, 1, 1), (BLOCK, 1, 1)
 
 
-@dataclass(frozen=True)
 class Ref:
     """A device buffer of a :class:`Program` (or rows [start, stop) of it), resolved at run."""
 
-    kind: str  # "table", "scratch" or "buffer"
-    index: int
-    shape: Tuple[int, ...]
-    dtype: np.dtype
-    start: Optional[int] = None
-    stop: Optional[int] = None
+    __slots__ = ("kind", "index", "shape", "dtype", "start", "stop")
+
+    def __init__(self, kind, index, shape, dtype, start=None, stop=None):
+        self.kind, self.index = kind, index  # kind: "table", "scratch" or "buffer"
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.start, self.stop = start, stop
 
     def __getitem__(self, rows: slice) -> "Ref":
         base = self.start or 0
         start, stop, _ = rows.indices(self.shape[0])
-        return replace(self, shape=(stop - start,) + self.shape[1:], start=base + start,
-                       stop=base + stop)
+        return Ref(self.kind, self.index, (stop - start,) + self.shape[1:], self.dtype,
+                   base + start, base + stop)
 
 
 class Program:
@@ -118,21 +116,19 @@ class Program:
 
     @staticmethod
     def _pack(items):
-        """Byte offsets of (shape, dtype) items laid out one after another, aligned."""
-        offsets, total = [], 0
+        """(byte offset, byte size) of (shape, dtype) items laid out one after another, each
+        start aligned; and the total size."""
+        places, total = [], 0
         for shape, dtype in items:
-            offsets.append(total)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            nbytes = math.prod(shape) * dtype.itemsize
+            places.append((total, nbytes))
             total += -(-nbytes // _TABLE_ALIGN) * _TABLE_ALIGN
-        return offsets, total
+        return places, total
 
     @staticmethod
-    def _views(xp, flat, items, offsets):
-        out = []
-        for (shape, dtype), off in zip(items, offsets):
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            out.append(flat[off:off + nbytes].view(dtype).reshape(shape))
-        return out
+    def _views(flat, items, places):
+        return [flat[off:off + nbytes].view(dtype).reshape(shape)
+                for (shape, dtype), (off, nbytes) in zip(items, places)]
 
     def run(self, xp):
         """Upload, allocate and launch on the current stream (CuPy or its stand-in)."""
@@ -141,15 +137,15 @@ class Program:
         resolved = {}
         if self._tables:
             items = [(a.shape, a.dtype) for a in self._tables]
-            offsets, total = self._pack(items)
+            places, total = self._pack(items)
             host = np.zeros(total, dtype=np.uint8)
-            for a, off in zip(self._tables, offsets):
-                host[off:off + a.nbytes] = a.reshape(-1).view(np.uint8)
-            resolved["table"] = self._views(xp, xp.asarray(host), items, offsets)
+            for a, (off, nbytes) in zip(self._tables, places):
+                host[off:off + nbytes] = a.reshape(-1).view(np.uint8)
+            resolved["table"] = self._views(xp.asarray(host), items, places)
         if self._scratch:
-            offsets, total = self._pack(self._scratch)
-            resolved["scratch"] = self._views(xp, xp.zeros(total, dtype=np.uint8),
-                                              self._scratch, offsets)
+            places, total = self._pack(self._scratch)
+            resolved["scratch"] = self._views(xp.zeros(total, dtype=np.uint8), self._scratch,
+                                              places)
         resolved["buffer"] = [xp.empty(shape, dtype) for shape, dtype in self._buffers]
 
         def value(arg):
@@ -201,6 +197,26 @@ class CupyExecutor:
         prog.run(xp)
         return out
 
+    def stack_samples(self, samples):
+        """One (N, ...) array of N same-shaped contiguous device arrays (DALI's per-sample
+        inputs): one table of their addresses and one kernel (``xp.stack`` otherwise)."""
+        xp = self.xp
+        first = samples[0]
+        if not all(s.shape == first.shape and s.dtype == first.dtype and s.flags.c_contiguous
+                   for s in samples):
+            return xp.stack(samples)
+        out = xp.empty((len(samples),) + tuple(first.shape), dtype=first.dtype)
+        ptrs = np.array([s.data.ptr for s in samples], dtype=np.uint64)
+        row_bytes = int(first.nbytes)
+        word = row_bytes % 4 == 0 and not (ptrs % 4).any()
+        prog = Program()
+        prog.launch(_MIX_FILE, "gather_samples", len(samples) * (row_bytes // 4 if word
+                                                                 else row_bytes),
+                    prog.table(ptrs), out, np.int32(len(samples)), np.int64(row_bytes),
+                    np.int32(word))
+        prog.run(xp)
+        return out
+
     def crop_pictures(self, bank_images, plan: Plan, size: int):
         """The plan's mixing pictures from a device-resident bank (M, T, T, 3): one kernel."""
         xp = self.xp
@@ -230,7 +246,7 @@ class CupyExecutor:
         r = len(src_rows)
         if r == 0:
             return
-        row_bytes = int(np.prod(src.shape[1:], dtype=np.int64)) * np.dtype(src.dtype).itemsize
+        row_bytes = math.prod(src.shape[1:]) * np.dtype(src.dtype).itemsize
         word = row_bytes % 4 == 0
         prog.launch(_MIX_FILE, "copy_rows", r * (row_bytes // 4 if word else row_bytes), src,
                     prog.table(src_rows, np.int32), dst, prog.table(dst_rows, np.int32),
@@ -375,8 +391,8 @@ class CupyExecutor:
         self._ops_in_place(prog, prepare_pil_op, start, plan.start_op.ravel(),
                            plan.start_param.ravel())
         z = prog.buffer(start.shape, np.float32)
-        prog.launch(_MIX_FILE, "mix_to_float", int(np.prod(start.shape)), start, z,
-                    np.int64(np.prod(start.shape)))
+        prog.launch(_MIX_FILE, "mix_to_float", math.prod(start.shape), start, z,
+                    np.int64(math.prod(start.shape)))
         r_max = plan.mix_op.shape[2]
         flat = {key: plan.arrays[key].reshape(n * v, r_max)
                 for key in ("mix_op", "partner_aug", "partner_op", "partner_param", "a", "b")}

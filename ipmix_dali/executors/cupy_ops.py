@@ -88,13 +88,26 @@ def _check_shape(shape) -> Tuple[int, int, int, int]:
     return shape
 
 
+_LUT_CACHE = {}  # (np_ops function, parameter value) -> (3, 256) uint8 LUT
+
+
 def _ramp_lut(func, params: np.ndarray) -> np.ndarray:
     """The (n, 3, 256) LUT of a per-value op, computed by np_ops itself on a ramp image
     (image i: one row holding the values 0..255 in every channel)."""
-    n = params.shape[0]
-    ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, None, :, None], (n, 1, 256, 3))
-    mapped = func(np.ascontiguousarray(ramp), params)  # (n, 1, 256, 3)
-    return np.ascontiguousarray(mapped[:, 0].transpose(0, 2, 1))
+    # Rows with the same parameter share a LUT, and the levels repeat from batch to batch (a
+    # few dozen distinct values): each (op, value) is evaluated once per process.
+    values, inverse = np.unique(params, return_inverse=True)
+    missing = [v for v in values.tolist() if (func, v) not in _LUT_CACHE]
+    if missing:
+        ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, None, :, None],
+                               (len(missing), 1, 256, 3))
+        mapped = func(np.ascontiguousarray(ramp), np.array(missing))  # (m, 1, 256, 3)
+        if len(_LUT_CACHE) > 65536:
+            _LUT_CACHE.clear()
+        for v, lut in zip(missing, mapped[:, 0].transpose(0, 2, 1)):
+            _LUT_CACHE[func, v] = np.ascontiguousarray(lut)
+    rows = np.stack([_LUT_CACHE[func, v] for v in values.tolist()])
+    return np.ascontiguousarray(rows[inverse.reshape(-1)])
 
 
 def _autocontrast_cuts(params: np.ndarray, npix: int) -> np.ndarray:
@@ -149,19 +162,23 @@ def prepare_pil_op(op_id: int, shape, params) -> OpPlan:
         coef = np.zeros((n, 6), dtype=np.float64)
         mode = np.zeros(n, dtype=np.int32)
         if name == "rotate":
+            known = {}  # angle -> (mode, coefficients): angles are whole degrees, often repeated
             for i, p in enumerate(params):
                 angle = int(p) % 360.0  # as np_ops.rotate
-                if angle == 0.0:
-                    mode[i] = AFFINE_SHIFT  # shift by (0, 0): a copy
-                elif angle == 180.0:
-                    mode[i] = AFFINE_ROT180
-                elif angle == 90.0 and w == h:
-                    mode[i] = AFFINE_ROT90
-                elif angle == 270.0 and w == h:
-                    mode[i] = AFFINE_ROT270
-                else:
-                    mode[i] = AFFINE_GENERAL
-                    coef[i] = np_ops.rotate_matrix(angle, w, h)
+                if angle not in known:
+                    if angle == 0.0:
+                        known[angle] = (AFFINE_SHIFT, None)  # shift by (0, 0): a copy
+                    elif angle == 180.0:
+                        known[angle] = (AFFINE_ROT180, None)
+                    elif angle == 90.0 and w == h:
+                        known[angle] = (AFFINE_ROT90, None)
+                    elif angle == 270.0 and w == h:
+                        known[angle] = (AFFINE_ROT270, None)
+                    else:
+                        known[angle] = (AFFINE_GENERAL, np_ops.rotate_matrix(angle, w, h))
+                mode[i], matrix = known[angle]
+                if matrix is not None:
+                    coef[i] = matrix
         elif name == "shear_x":
             mode[:] = AFFINE_ROWS
             coef[:, 1] = params

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from ..config import MIXING_METHODS
 from ..ops.table import MIX_OPS, PIL_OPS
 from ..ops import masks
 from ..plans import IMG, PARTNER_AUGMENTED, Plan
