@@ -7,6 +7,8 @@ tensors run on the CuPy executor, zero-copy through DLPack, on the caller's stre
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .config import MIXING_METHODS, make_config
@@ -70,17 +72,26 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
             np.asarray(mixing_bank))
     plan = sample_plan(cfg, host.shape[0], make_rng(seed, shard, epoch, iteration),
                        len(bank) if bank else 0, bank.side if bank else 0)
-    pics = None
-    if bank is not None:
-        pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
-        if executor == "cupy":
-            import cupy
-
-            pics = cupy.asarray(pics)
     if executor != "cupy" and kind in ("cupy", "torch-cuda"):
         raise ValueError(f"executor {executor!r} runs on the CPU: pass host arrays or "
                          f"executor='cupy'")
-    views = get_executor(executor).apply(host, pics, plan)
+    stream = contextlib.nullcontext()
+    if kind == "torch-cuda":  # run on the caller's torch stream, as the docstring promises
+        import cupy
+        import torch
+
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(images.device).cuda_stream)
+    ex = get_executor(executor)
+    with stream:
+        pics = None
+        if bank is not None:
+            pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
+            if executor == "cupy":
+                import cupy
+
+                pics = cupy.asarray(pics)
+        views = ex.apply(host, pics, plan)
+        clean = ex.normalize(host, cfg) if jsd else None
 
     def back(x):
         if kind == "torch-cuda":
@@ -95,7 +106,4 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
 
     if not jsd:
         return back(views[0])
-    from .executors import clean_view
-
-    clean = clean_view(get_executor(executor), host, cfg)
     return back(clean), back(views[0]), back(views[1])

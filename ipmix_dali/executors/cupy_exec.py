@@ -252,38 +252,84 @@ class CupyExecutor:
                     prog.table(src_rows, np.int32), dst, prog.table(dst_rows, np.int32),
                     np.int32(r), np.int64(row_bytes), np.int32(word))
 
-    def _apply_ops(self, prog, prepare, src, src_rows, op_ids, params, keep_identity=False):
-        """Op ``op_ids[j]`` on row ``src_rows[j]`` of ``src`` for every j with an op (every j
-        with ``keep_identity``; op -1 then copies). Returns (result, order): result row q holds
-        j = order[q]; rows are sorted by op id, so each op runs on one contiguous slice."""
+    def _apply_ops(self, prog, prepare, sources, op_ids, params, keep=None):
+        """One op per row, on rows gathered from one or more sources.
+
+        ``sources`` is a list of (device buffer, row indices); j indexes their concatenation,
+        ``op_ids[j]`` / ``params[j]`` give its op (-1: none). Rows with an op, and rows where
+        ``keep`` is set (op -1 then copies), are gathered into one compact buffer sorted by op
+        id, so that each op runs once on one contiguous slice. Returns (result, position):
+        row j's result is ``result[position[j]]`` (position -1: not computed)."""
         op_ids = np.asarray(op_ids)
-        sel = np.arange(len(op_ids)) if keep_identity else np.nonzero(op_ids >= 0)[0]
+        wanted = op_ids >= 0 if keep is None else (np.asarray(keep, bool) | (op_ids >= 0))
+        sel = np.nonzero(wanted)[0]
+        position = np.full(len(op_ids), -1, dtype=np.int32)
         if len(sel) == 0:
-            return None, sel
+            return None, position
         order = sel[np.argsort(op_ids[sel], kind="stable")]
         r = len(order)
-        shape = (r,) + tuple(src.shape[1:])
-        tmp_in, tmp_out = prog.buffer(shape, src.dtype), prog.buffer(shape, src.dtype)
-        self._copy_rows(prog, src, np.asarray(src_rows)[order], tmp_in, _rows(r))
+        position[order] = _rows(r)
+        first = sources[0][0]
+        shape = (r,) + tuple(first.shape[1:])
+        tmp_in, tmp_out = prog.buffer(shape, first.dtype), prog.buffer(shape, first.dtype)
+        start = 0
+        for src, rows in sources:
+            rows = np.asarray(rows)
+            take = np.nonzero(wanted[start:start + len(rows)])[0]
+            self._copy_rows(prog, src, rows[take], tmp_in, position[start + take])
+            start += len(rows)
         ops, counts = np.unique(op_ids[order], return_counts=True)
         start = 0
-        for op, count in zip(ops, counts):
-            part = slice(start, start + int(count))
+        for op, count in zip(ops.tolist(), counts.tolist()):
+            part = slice(start, start + count)
             if op < 0:
                 self._copy_rows(prog, tmp_in, _rows(r)[part], tmp_out, _rows(r)[part])
             else:
-                plan = prepare(int(op), (int(count),) + shape[1:],
+                plan = prepare(op, (count,) + shape[1:],
                                np.asarray(params)[order[part]].astype(np.float64))
                 prog.add_op_plan(plan, tmp_in[part], tmp_out[part])
-            start += int(count)
-        return tmp_out, order
+            start += count
+        return tmp_out, position
+
+    def _scatter_back(self, prog, result, position, y, rows):
+        """y[rows[j]] = result[position[j]] for every computed j."""
+        done = np.nonzero(position >= 0)[0]
+        if len(done):
+            self._copy_rows(prog, result, position[done], y, np.asarray(rows)[done])
 
     def _ops_in_place(self, prog, prepare, y, op_ids, params, rows=None):
         """y[rows[j]] = op_j(y[rows[j]]) (all rows by default; op -1 leaves a row alone)."""
         rows = _rows(y.shape[0]) if rows is None else np.asarray(rows)
-        result, order = self._apply_ops(prog, prepare, y, rows, op_ids, params)
-        if result is not None:
-            self._copy_rows(prog, result, _rows(len(order)), y, rows[order])
+        result, position = self._apply_ops(prog, prepare, [(y, rows)], op_ids, params)
+        self._scatter_back(prog, result, position, y, rows)
+
+    def _partners(self, prog, x, sample_rows, aug_mask, op_ids, params, chain=None):
+        """Partner rows for mix_patch / mix_rows_full: prow[j] = sample row of the mixing
+        picture, or -1 - q for an augmented partner (one op on the clean input) at row q of the
+        returned buffer. ``chain`` = (y, op_ids, params): that step's chain ops on y, done in
+        the same gather and the same op launches, and written back to y."""
+        prow = np.asarray(sample_rows, dtype=np.int32).copy()
+        aug = np.nonzero(aug_mask)[0]
+        sources, ops, values, keep = [], [], [], []
+        if chain is not None:
+            y, chain_ops, chain_params = chain
+            sources.append((y, _rows(y.shape[0])))
+            ops.append(np.asarray(chain_ops))
+            values.append(np.asarray(chain_params))
+            keep.append(np.zeros(y.shape[0], dtype=bool))
+        sources.append((x, prow[aug]))
+        ops.append(np.asarray(op_ids)[aug])
+        values.append(np.asarray(params)[aug])
+        keep.append(np.ones(len(aug), dtype=bool))
+        result, position = self._apply_ops(prog, prepare_pil_op, sources, np.concatenate(ops),
+                                           np.concatenate(values), np.concatenate(keep))
+        n_chain = 0 if chain is None else chain[0].shape[0]
+        if chain is not None:
+            self._scatter_back(prog, result, position[:n_chain], chain[0], _rows(n_chain))
+        if len(aug) == 0:
+            return prow, prog.dummy(np.uint8)
+        prow[aug] = -1 - position[n_chain:]
+        return prow, result
 
     def _emit_normalize(self, prog, src, n, views, in_views, out, cfg):
         h, w = out.shape[2:4]
@@ -303,18 +349,6 @@ class CupyExecutor:
                     prog.table(plan.weights, np.float32), prog.table(plan.m, np.float32),
                     *args[:3], np.int32(n), np.int32(v), np.int32(k), np.int32(h), np.int32(w),
                     *args[3:], prog.table(cfg.mean, np.float32), prog.table(cfg.std, np.float32))
-
-    def _partners(self, prog, x, sample_rows, aug_mask, op_ids, params):
-        """Partner rows for mix_patch / mix_rows_full: prow[j] = sample row of the mixing
-        picture, or -1 - q for an augmented partner at row q of the returned buffer."""
-        prow = np.asarray(sample_rows, dtype=np.int32).copy()
-        aug = np.nonzero(aug_mask)[0]
-        if len(aug) == 0:
-            return prow, prog.dummy(np.uint8)
-        result, order = self._apply_ops(prog, prepare_pil_op, x, prow[aug], op_ids[aug],
-                                        params[aug], keep_identity=True)
-        prow[aug[order]] = -1 - _rows(len(order))
-        return prow, result
 
     # --- the methods --------------------------------------------------------------------------
     def _none(self, prog, x, pics, plan, cfg, out):
@@ -345,13 +379,16 @@ class CupyExecutor:
             "mask_seed", "partner", "partner_op", "partner_param")}
         out_mode = _OUT_WRAP_U8 if cfg.overflow == "wrap" else _OUT_CLIP_U8
         for s in range(t):
-            self._ops_in_place(prog, prepare_pil_op, y, flat["op"][:, s], flat["param"][:, s])
             rows = np.nonzero(flat["mix_op"][:, s] >= 0)[0]
             if len(rows) == 0:
+                self._ops_in_place(prog, prepare_pil_op, y, flat["op"][:, s],
+                                   flat["param"][:, s])
                 continue
+            # The step's chain ops and its augmented partners' ops in one pass.
             prow, partner_b = self._partners(
                 prog, x, sample[rows], flat["partner"][rows, s] == PARTNER_AUGMENTED,
-                flat["partner_op"][rows, s], flat["partner_param"][rows, s])
+                flat["partner_op"][rows, s], flat["partner_param"][rows, s],
+                chain=(y, flat["op"][:, s], flat["param"][:, s]))
             top, left = flat["top"][rows, s].astype(np.int64), flat["left"][rows, s].astype(np.int64)
             # NumPy slicing stops at the image edge: the box (and its mask) is the clipped one.
             bh = np.clip(np.minimum(flat["height"][rows, s], h - top), 0, None)
@@ -425,10 +462,8 @@ class CupyExecutor:
         self._ops_in_place(prog, prepare_layermix_op, img, op, param[:, 0])
         rows = np.nonzero(steps >= 1)[0]
         if len(rows):
-            img2, order = self._apply_ops(prog, prepare_layermix_op, xf, sample[rows], op[rows],
-                                          param[rows, 1], keep_identity=True)
-            prow = np.empty(len(rows), dtype=np.int32)
-            prow[order] = _rows(len(order))
+            img2, prow = self._apply_ops(prog, prepare_layermix_op, [(xf, sample[rows])],
+                                         op[rows], param[rows, 1], keep=np.ones(len(rows), bool))
             self._mix_full(prog, img, rows, None, None, img2, prow, blend[rows, 0], a[rows, 0],
                            b[rows, 0], mp[rows, 0], ms[rows, 0])
         rows = np.nonzero(steps >= 2)[0]

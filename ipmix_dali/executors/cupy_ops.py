@@ -88,7 +88,7 @@ def _check_shape(shape) -> Tuple[int, int, int, int]:
     return shape
 
 
-_LUT_CACHE = {}  # (np_ops function, parameter value) -> (3, 256) uint8 LUT
+_LUT_CACHE = {}  # (np_ops function, distinct parameter values) -> (m, 3, 256) uint8 LUTs
 
 
 def _ramp_lut(func, params: np.ndarray) -> np.ndarray:
@@ -97,17 +97,17 @@ def _ramp_lut(func, params: np.ndarray) -> np.ndarray:
     # Rows with the same parameter share a LUT, and the levels repeat from batch to batch (a
     # few dozen distinct values): each (op, value) is evaluated once per process.
     values, inverse = np.unique(params, return_inverse=True)
-    missing = [v for v in values.tolist() if (func, v) not in _LUT_CACHE]
-    if missing:
+    key = (func, values.tobytes())
+    table = _LUT_CACHE.get(key)
+    if table is None:
         ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, None, :, None],
-                               (len(missing), 1, 256, 3))
-        mapped = func(np.ascontiguousarray(ramp), np.array(missing))  # (m, 1, 256, 3)
-        if len(_LUT_CACHE) > 65536:
+                               (len(values), 1, 256, 3))
+        mapped = func(np.ascontiguousarray(ramp), values)  # (distinct, 1, 256, 3)
+        table = np.ascontiguousarray(mapped[:, 0].transpose(0, 2, 1))
+        if len(_LUT_CACHE) > 4096:
             _LUT_CACHE.clear()
-        for v, lut in zip(missing, mapped[:, 0].transpose(0, 2, 1)):
-            _LUT_CACHE[func, v] = np.ascontiguousarray(lut)
-    rows = np.stack([_LUT_CACHE[func, v] for v in values.tolist()])
-    return np.ascontiguousarray(rows[inverse.reshape(-1)])
+        _LUT_CACHE[key] = table
+    return table[inverse.reshape(-1)]
 
 
 def _autocontrast_cuts(params: np.ndarray, npix: int) -> np.ndarray:
@@ -162,23 +162,26 @@ def prepare_pil_op(op_id: int, shape, params) -> OpPlan:
         coef = np.zeros((n, 6), dtype=np.float64)
         mode = np.zeros(n, dtype=np.int32)
         if name == "rotate":
-            known = {}  # angle -> (mode, coefficients): angles are whole degrees, often repeated
-            for i, p in enumerate(params):
-                angle = int(p) % 360.0  # as np_ops.rotate
-                if angle not in known:
-                    if angle == 0.0:
-                        known[angle] = (AFFINE_SHIFT, None)  # shift by (0, 0): a copy
-                    elif angle == 180.0:
-                        known[angle] = (AFFINE_ROT180, None)
-                    elif angle == 90.0 and w == h:
-                        known[angle] = (AFFINE_ROT90, None)
-                    elif angle == 270.0 and w == h:
-                        known[angle] = (AFFINE_ROT270, None)
-                    else:
-                        known[angle] = (AFFINE_GENERAL, np_ops.rotate_matrix(angle, w, h))
-                mode[i], matrix = known[angle]
-                if matrix is not None:
-                    coef[i] = matrix
+            # int(p) % 360.0 as np_ops.rotate (truncation, then a floor modulo like Python's);
+            # whole-degree angles repeat, so each distinct one is resolved once.
+            angles, inverse = np.unique(np.mod(np.trunc(params), 360.0), return_inverse=True)
+            modes = np.empty(len(angles), dtype=np.int32)
+            coefs = np.zeros((len(angles), 6), dtype=np.float64)
+            for j, angle in enumerate(angles.tolist()):
+                if angle == 0.0:
+                    modes[j] = AFFINE_SHIFT  # shift by (0, 0): a copy
+                elif angle == 180.0:
+                    modes[j] = AFFINE_ROT180
+                elif angle == 90.0 and w == h:
+                    modes[j] = AFFINE_ROT90
+                elif angle == 270.0 and w == h:
+                    modes[j] = AFFINE_ROT270
+                else:
+                    modes[j] = AFFINE_GENERAL
+                    coefs[j] = np_ops.rotate_matrix(angle, w, h)
+            inverse = inverse.reshape(-1)
+            mode[:] = modes[inverse]
+            coef[:] = coefs[inverse]
         elif name == "shear_x":
             mode[:] = AFFINE_ROWS
             coef[:, 1] = params
