@@ -1,8 +1,9 @@
-"""CUDA C sources for the CuPy raw-kernel executor (loaded through cupy.RawModule).
+"""CUDA C sources of the GPU executor, the GPU fractal renderer and their helpers.
 
-The GPU executor is not built yet (see the GPU executor issue); this package already ships
-`common.cuh`, whose counter-based hash defines the random masks that the NumPy executor draws
-(`ipmix_dali.ops.masks`), so both executors produce the same masks from the same plan.
+``ipmix_dali.executors._kernels`` compiles them with NVRTC and loads them into CuPy;
+:mod:`.emulator` runs them on the CPU, thread by thread, for CI. ``common.cuh`` holds the
+counter-based hash of the random masks, the twin of ``ipmix_dali.ops.masks``, so every executor
+draws the same masks from the same plan.
 """
 from pathlib import Path
 
