@@ -70,7 +70,11 @@ fi
 
 abs() { (cd "$1" 2>/dev/null && pwd) || echo "$1"; }
 
+# The container runs as the calling user, so that --out stays writable and its files are theirs;
+# HOME is /tmp (that uid has no home in the image) and caches (compiled kernels, mixing banks)
+# persist under the run folder.
 cmd=(docker run --rm --gpus all --ipc=host --ulimit memlock=-1 --ulimit stack=67108864
+     --user "$(id -u):$(id -g)" -e HOME=/tmp -e XDG_CACHE_HOME=/out/.cache
      -v "$(abs "$data"):/data:ro" -v "$(abs "$out"):/out")
 if [[ -n "$mixing" ]]; then
     cmd+=(-v "$(abs "$mixing"):/mixing:ro")

@@ -25,6 +25,29 @@ def extract_state_dict(obj) -> dict:
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
 
 
+def _is_pickle(path) -> bool:
+    """Whether ``path`` holds a well-formed pickle (a torch zip's ``data.pkl`` or a legacy file),
+    checked by walking its opcodes without running any of them."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                data = z.read(name)
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        for _ in pickletools.genops(data):
+            pass
+        return True
+    except Exception:  # noqa: BLE001 - anything malformed: not a pickle
+        return False
+
+
 def load_model(path, arch: str = "resnet50", num_classes: int = 1000,
                unsafe_pickle: bool = False):
     """A torchvision ``arch`` with the weights of ``path``, in eval mode.
@@ -42,10 +65,16 @@ def load_model(path, arch: str = "resnet50", num_classes: int = 1000,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
     except Exception as exc:  # noqa: BLE001
-        hint = ("" if unsafe_pickle else "; if it holds other pickled objects and you trust "
-                "it, pass --unsafe-pickle")
-        raise ValueError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}{hint}") \
-            from None
+        # --unsafe-pickle helps only with a real pickle that weights_only refused (it holds
+        # objects other than tensors); not with a damaged or non-checkpoint file.
+        refused = "Weights only load failed" in str(exc) and _is_pickle(path)
+        hint = ("; it holds pickled objects besides tensors: if you trust the file, pass "
+                "--unsafe-pickle" if refused and not unsafe_pickle else
+                "" if refused else ": the file is damaged or not a PyTorch checkpoint")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if refused:
+            first = "weights_only=True refused it"
+        raise ValueError(f"cannot load checkpoint {path}: {first}{hint}") from None
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     load_fitting(model, extract_state_dict(obj), f"checkpoint {path}", arch, num_classes)
     return model.eval()

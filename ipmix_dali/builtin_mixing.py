@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .atomic import atomic_write
 from .mixing_set import MixingBank, bank_from_array
 from .ops.masks import uniform_from_hash
 
@@ -409,10 +410,9 @@ def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: 
         else:
             images = (render_fractal(_fractal_rng(seed, i), size) for i in batch)
         for i, image in zip(batch, images):
-            img = Image.fromarray(image)
-            tmp = names[i] + ".tmp"
-            img.save(tmp, format="PNG" if fmt == "png" else "JPEG", quality=95)
-            os.replace(tmp, names[i])
+            with atomic_write(names[i]) as f:
+                Image.fromarray(image).save(f, format="PNG" if fmt == "png" else "JPEG",
+                                            quality=95)
         if progress:
             done = start + len(batch)
             print(f"\rfractals: {done}/{len(todo)}", end="", file=sys.stderr, flush=True)

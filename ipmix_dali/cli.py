@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from .atomic import DiskFullError
 from .config import METHODS
 
 
@@ -175,15 +176,9 @@ def _add_train(sub):
 
 
 def _run_train(args) -> int:
-    from .train.engine import config_from_args, train
+    from .train.engine import config_from_args, run_cli
 
-    cfg = config_from_args(args)
-    if not cfg.data:
-        raise ValueError("--data DIR (a folder with ImageFolder train/ and val/) or --data "
-                         "synthetic is required")
-    summary = train(cfg)
-    print(f"summary: {summary}")
-    return 0
+    return run_cli(config_from_args(args))
 
 
 def _add_demo(sub):
@@ -201,8 +196,10 @@ def _add_demo(sub):
 def _run_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, arch=args.arch, batch_size=args.batch_size,
-             seed=args.seed)
+    report = run_demo(args.out, epochs=args.epochs, arch=args.arch, batch_size=args.batch_size,
+                      seed=args.seed)
+    if "stopped" in report:  # 128 + the signal, as the trainer exits
+        return int(report["stopped"]["exit_code"])
     return 0
 
 
@@ -466,6 +463,9 @@ def main(argv=None) -> int:
         # Bad input: one line naming the problem and the fix, no traceback.
         print(f"ipmix-dali {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:  # nothing already written is damaged: one line
+        print(f"ipmix-dali {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

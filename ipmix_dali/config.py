@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Tuple
 
+import numpy as np
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.5, 0.5, 0.5)
@@ -228,6 +230,8 @@ def make_config(method: str = "ipmix", preset: str = "imagenet", **overrides):
     unknown = set(overrides) - valid
     if unknown:
         raise ValueError(f"{method} has no option(s) {sorted(unknown)}; valid: {sorted(valid)}")
+    for key, value in overrides.items():
+        _check_type(cls, key, value)
     kwargs.update(overrides)
     if "patch_sizes" in kwargs:
         kwargs["patch_sizes"] = tuple(int(p) for p in kwargs["patch_sizes"])
@@ -235,6 +239,75 @@ def make_config(method: str = "ipmix", preset: str = "imagenet", **overrides):
         if key in kwargs:
             kwargs[key] = tuple(float(v) for v in kwargs[key])
     return cls(**kwargs)
+
+
+def _field_type(cls, name) -> str:
+    return next(f.type for f in dataclasses.fields(cls) if f.name == name).replace(" ", "")
+
+
+def _check_type(cls, name, value):
+    """One-line TypeError-free checks: ``k=2.5`` or ``all_ops="maybe"`` are ValueErrors naming the
+    option and the type it takes."""
+    kind = _field_type(cls, name)
+    ok = {"int": lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float, np.integer, np.floating))
+          and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool),
+          "str": lambda v: isinstance(v, str)}.get(kind)
+    if ok is None:  # tuples: patch_sizes (ints), mean and std (floats)
+        item = "int" if kind.startswith("Tuple[int") else "float"
+        good = isinstance(value, (tuple, list)) and len(value) > 0 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool)
+            and (item == "float" or float(v).is_integer()) for v in value)
+        if not good:
+            raise ValueError(f"option {name} takes a list of "
+                             f"{'integers' if item == 'int' else 'numbers'}, got {value!r}")
+        return
+    if not ok(value):
+        kinds = {"int": "an integer", "float": "a number", "bool": "true or false",
+                 "str": "a string"}
+        raise ValueError(f"option {name} takes {kinds[kind]}, got {value!r}")
+
+
+def parse_options(method: str, text) -> dict:
+    """``"k=3,beta=4.0,all_ops=true,patch_sizes=4:8:16"`` (the trainer's ``--aug``) -> typed
+    options of ``make_config(method, ...)``: each value parsed as its field's type (``:``
+    separates the items of a list), unknown keys and unparsable values rejected in one line."""
+    if method not in _CLASSES:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cls = _CLASSES[method]
+    valid = {f.name for f in dataclasses.fields(cls) if f.init}
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if not sep or not key:
+            raise ValueError(f"--aug {text!r}: expected KEY=VALUE items separated by commas")
+        if key not in valid:
+            raise ValueError(f"--aug: {method} has no option {key!r}; valid: "
+                             f"{', '.join(sorted(valid))}")
+        kind = _field_type(cls, key)
+        try:
+            if kind == "bool":
+                lowered = value.lower()
+                if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                    raise ValueError
+                out[key] = lowered in ("true", "yes", "1", "on")
+            elif kind == "int":
+                out[key] = int(value)
+            elif kind == "float":
+                out[key] = float(value)
+            elif kind == "str":
+                out[key] = value
+            else:
+                item_type = int if kind.startswith("Tuple[int") else float
+                out[key] = tuple(item_type(v) for v in value.split(":"))
+        except ValueError:
+            kinds = {"bool": "true or false", "int": "an integer", "float": "a number",
+                     "str": "a string"}
+            raise ValueError(f"--aug {key}={value}: {key} takes "
+                             f"{kinds.get(kind, 'a list like 4:8:16')}") from None
+    return out
 
 
 def _positive(**values):

@@ -134,6 +134,12 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
                           weight_decay=5e-4, warmup_epochs=1, threads=threads, seed=seed,
                           log_every=10)
         summary = train(cfg)
+        if "stopped" in summary:  # a signal: the run is checkpointed, the demo ends here
+            stop = summary["stopped"]
+            print(f"[demo] stopped by {stop['signal']} while training {method} (step "
+                  f"{stop['step']}, checkpointed): no report; rerun `ipmix-dali demo --out "
+                  f"{out}` to resume", flush=True)
+            return {"stopped": {**stop, "method": method}}
         model = _model(cfg, val_files.num_classes)
         _, state = load_latest(cfg.out)
         model.load_state_dict(state["model"])
@@ -147,8 +153,11 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
                                  std=aug.std)["error"]
 
         clean = error(images)
-        per = {name: float(np.mean([error(corrupted[(name, sev)]) for sev in range(1, 6)]))
-               for name in STANDARD}
+        per = {}
+        for k, name in enumerate(STANDARD, 1):  # a line per corruption: minutes in all
+            per[name] = float(np.mean([error(corrupted[(name, sev)]) for sev in range(1, 6)]))
+            print(f"[demo] {method}: corruption {k}/{len(STANDARD)} {name}: error "
+                  f"{per[name]:.2f}%", flush=True)
         groups = {g: float(np.mean([per[c] for c in names])) for g, names in GROUPS.items()}
         results[method] = {"clean_error": clean, "corruption_error": per, "group_error": groups,
                            "mean_corruption_error": float(np.mean(list(per.values()))),

@@ -61,7 +61,21 @@ def pipeline_error(exc: BaseException, files: FileList, stage=None) -> BaseExcep
     named = decode_error(exc, files)
     if named is not None:
         return named
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if "nvImageCodec failure" in str(exc) or "fn.decoders" in str(exc):
+        # DALI names the sample's place in the batch only: decode the files to find it.
+        from .datasets import find_undecodable, remember_undecodable
+
+        log.warning("a file of %s did not decode and DALI did not name it: decoding the %d "
+                    "files to find it", files.source, len(files))
+        bad = find_undecodable(files.files)
+        if bad:
+            remember_undecodable(bad)
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            return ValueError(f"cannot decode {bad[0]}{more}: DALI's decoder fails on its "
+                              f"compressed data (the header is valid); delete it, or rerun with "
+                              f"--skip-bad-files to leave it out (it is remembered)")
+    lines = [ln.strip() for ln in str(exc).splitlines()
+             if ln.strip() and not ln.strip().startswith("Critical error in pipeline")]
     cause = next((ln for ln in lines if "rror" in ln or "failure" in ln),
                  lines[0] if lines else type(exc).__name__)
     err = RuntimeError(f"the DALI pipeline over {files.source} failed: {cause}")

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,7 +36,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import PIL
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from .atomic import atomic_path, write_json
 
 __all__ = ["MixingBank", "load_mixing_bank", "bank_from_array", "default_cache_dir",
            "preresize", "list_candidate_files"]
@@ -233,46 +234,8 @@ def _cache_key(folder: Path, rels: List[str], side: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # Cache I/O
 
-def _fsync_path(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path) -> None:
-    try:
-        _fsync_path(path)
-    except OSError:  # not supported on every platform / file system
-        pass
-
-
-def _tmp_name(cache_dir: Path, suffix: str) -> str:
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-bank-", suffix=suffix)
-    os.close(fd)
-    return tmp
-
-
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = _tmp_name(path.parent, ".json")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _remove_quietly(path) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    write_json(path, obj, indent=1)
 
 
 def _read_cache(npy: Path, manifest: Path, key: str, side: int):
@@ -350,8 +313,7 @@ def load_mixing_bank(folder, side: int = 256, cache_dir=None, skip_bad_files: bo
         raise ValueError(f"mixing set {folder} has no images (looked for files PIL can open, "
                          f"recursively): {_HINT}")
 
-    tmp = _tmp_name(cache_dir, ".npy")
-    try:
+    with atomic_path(npy, ".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(len(pictures), side, side, 3))
         kept: List[str] = []
@@ -375,32 +337,17 @@ def load_mixing_bank(folder, side: int = 256, cache_dir=None, skip_bad_files: bo
             raise ValueError(f"mixing set {folder} has no readable images ({len(bad)} unreadable "
                              f"files, first: {folder / bad[0][0]}): {_HINT}")
         if len(kept) < len(pictures):
-            # Some files were skipped: write a bank of the right length.
-            tmp2 = _tmp_name(cache_dir, ".npy")
-            try:
-                out2 = np.lib.format.open_memmap(tmp2, mode="w+", dtype=np.uint8,
+            # Some files were skipped: the bank gets the right length (a shorter copy).
+            with atomic_path(tmp, ".npy") as short:
+                out2 = np.lib.format.open_memmap(short, mode="w+", dtype=np.uint8,
                                                  shape=(len(kept), side, side, 3))
-                step = 256
-                for i in range(0, len(kept), step):
-                    j = min(i + step, len(kept))
+                for i in range(0, len(kept), 256):
+                    j = min(i + 256, len(kept))
                     out2[i:j] = out[i:j]
                 out2.flush()
                 del out2
-            except BaseException:
-                _remove_quietly(tmp2)
-                raise
-            del out
-            _remove_quietly(tmp)
-            tmp = tmp2
-        else:
-            out.flush()
-            del out
-        _fsync_path(tmp)
-        os.replace(tmp, npy)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(cache_dir)
+        out.flush()
+        del out
     _write_json_atomic(manifest, {
         "format": FORMAT_VERSION, "key": key, "folder": str(folder), "side": side,
         "count": len(kept), "paths": kept, "skipped": [list(b) for b in bad],

@@ -11,6 +11,8 @@ import functools
 import numpy as np
 from PIL import Image
 
+from .atomic import atomic_write
+
 
 @functools.lru_cache(maxsize=1)
 def shipped_photographs():
@@ -91,7 +93,6 @@ def write_jpeg_tree(root, classes: int = 4, per_class: int = 8, size=(500, 375),
             picture = photo_like_image(rng, *size)  # drawn even when kept: same tree per seed
             path = os.path.join(folder, f"img_{i:04d}.JPEG")
             if not os.path.exists(path):
-                tmp = path + ".tmp"
-                Image.fromarray(picture).save(tmp, format="JPEG", quality=quality)
-                os.replace(tmp, path)
+                with atomic_write(path) as f:
+                    Image.fromarray(picture).save(f, format="JPEG", quality=quality)
     return str(root)

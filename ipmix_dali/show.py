@@ -5,12 +5,12 @@ One row per (method, image): the clean crop, then ``views`` augmented views draw
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .atomic import atomic_write
 from .config import make_config
 from .executors import get_executor
 from .plans import sample_plan
@@ -115,8 +115,6 @@ def render_grid(methods, preset="imagenet", images_dir=None, mixing_dir=None, ou
                 pil = pil.resize((tile, tile), Image.NEAREST)
             canvas.paste(pil, (_LABEL_W + col * (tile + pad), y))
     out = str(out)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp.png"
-    canvas.save(tmp)
-    os.replace(tmp, out)
+    with atomic_write(out) as f:
+        canvas.save(f, format="PNG")
     return out

@@ -8,7 +8,7 @@ import re
 
 import torch
 
-from ipmix_dali.atomic import atomic_write
+from ipmix_dali.atomic import DiskFullError, atomic_write
 
 log = logging.getLogger("ipmix_dali.train")
 
@@ -19,14 +19,35 @@ _PATTERN = re.compile(r"checkpoint_step(\d{9})\.pt$")
 def save_checkpoint(folder, step: int, state: dict, keep: int = 2) -> str:
     """Write ``folder/checkpoint_stepNNNNNNNNN.pt``; keep the newest ``keep`` of them."""
     path = os.path.join(folder, _NAME.format(step))
-    with atomic_write(path) as f:
-        torch.save(state, f)
+    try:
+        with atomic_write(path) as f:
+            torch.save(state, f)
+    except DiskFullError as exc:
+        previous = list_checkpoints(folder)
+        kept = (f"the previous checkpoint {previous[-1]} is intact" if previous
+                else "no earlier checkpoint exists")
+        raise DiskFullError(f"cannot write checkpoint {path}: the disk is full (it needs about "
+                            f"{_state_bytes(state) / 2 ** 20:,.0f} MiB, "
+                            f"{exc.free_bytes / 2 ** 20:,.0f} MiB are free); {kept}: free "
+                            f"space and rerun the same command to resume", path,
+                            exc.free_bytes) from None
     for old in list_checkpoints(folder)[:-keep]:
         try:
             os.remove(old)
         except OSError:
             pass
     return path
+
+
+def _state_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) state: about the checkpoint's size."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
 
 
 def list_checkpoints(folder):

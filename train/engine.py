@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ipmix_dali.atomic import write_json
+from ipmix_dali.atomic import DiskFullError, atomic_write, write_json
 from ipmix_dali.train.checkpoint import load_latest, save_checkpoint
 from ipmix_dali.train.losses import jsd_loss
 from ipmix_dali.train.schedule import warmup_cosine
@@ -67,6 +67,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0: at epoch ends only
     resume: str = "auto"       # auto | none | PATH
     skip_bad_files: bool = False
+    max_image_pixels: int = 89_478_485  # larger images are bad files (Pillow's bomb limit)
+    drop_last: bool = True         # drop each epoch's last partial batch (torchvision, timm)
+    allow_config_change: bool = False  # --resume into a run with other --epochs
     log_every: int = 10
     sync_every: int = 0            # steps per host readback of the losses; 0: 1 on CPU, log_every on GPU
     aug: Optional[str] = None      # method options, "k=3,t=3,beta=4,all_ops=True,patch_sizes=4:8:16"
@@ -153,15 +156,33 @@ def evaluate(model, loader, device, channels_last=False, dist_=None):
 
 
 class _Stop:
-    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the next step and exits."""
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the next step and returns.
+    A context manager: the previous handlers are back when training returns (or raises)."""
 
     def __init__(self):
-        self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handler)
+        self.signum = None
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+        return False
 
     def _handler(self, signum, frame):
-        self.requested = True
+        self.signum = signum
 
 
 def _progress(epoch, done, total, loss, lr, rate, wait, tty):
@@ -187,33 +208,78 @@ def _truncate_jsonl(path, step):
         return
     with open(path) as f:
         keep = [ln for ln in f if json.loads(ln).get("step", -1) <= step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         f.writelines(keep)
-    os.replace(tmp, path)
 
 
-def parse_aug_options(text: Optional[str]) -> dict:
-    """``"k=3,beta=4.0,all_ops=true,patch_sizes=4:8:16"`` -> options of ``make_config`` (every
-    hyperparameter of the method; ``:`` separates the items of a tuple)."""
-    import ast
+def parse_aug_options(text: Optional[str], method: str = "ipmix") -> dict:
+    """``--aug "k=3,beta=4.0,all_ops=true,patch_sizes=4:8:16"`` -> typed options of
+    ``make_config(method, ...)`` (:func:`ipmix_dali.config.parse_options`)."""
+    from ipmix_dali.config import parse_options
 
-    out = {}
-    for item in filter(None, (text or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--aug {text!r}: expected KEY=VALUE items separated by commas")
-        key, value = key.strip().replace("-", "_"), value.strip()
-        if value.lower() in ("true", "false"):
-            out[key] = value.lower() == "true"
-        elif ":" in value:
-            out[key] = tuple(ast.literal_eval(v) for v in value.split(":"))
-        else:
-            try:
-                out[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                out[key] = value
-    return out
+    return parse_options(method, text)
+
+
+# Choices of the string flags; "cuda" is torch's name for the GPU.
+CHOICES = {"amp": ("none", "bf16", "fp16"), "device": ("cpu", "gpu"),
+           "preset": ("imagenet", "cifar"), "norm": ("batch", "group")}
+DEVICE_ALIASES = {"cuda": "gpu"}
+# Fields that do not change what a run computes: they may differ when it is resumed.
+OPERATIONAL = ("out", "resume", "threads", "log_every", "sync_every", "checkpoint_every",
+               "tensorboard", "skip_bad_files", "max_image_pixels", "allow_config_change",
+               "compile")
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Every value checked before any work, one-line ValueErrors naming the flag and the fix;
+    returns the config with aliases resolved (``--device cuda`` is ``gpu``)."""
+    from ipmix_dali.config import METHODS, make_config
+
+    cfg = dataclasses.replace(cfg, device=DEVICE_ALIASES.get(cfg.device, cfg.device))
+    if cfg.method not in METHODS:
+        raise ValueError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
+    for name, choices in CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of "
+                             f"{', '.join(choices)}")
+    if cfg.recipe is not None and cfg.recipe not in RECIPES:
+        raise ValueError(f"--recipe {cfg.recipe!r}: choose one of {', '.join(RECIPES)}")
+    at_least = {"epochs": 1, "batch_size": 1, "threads": 1, "image_size": 8, "val_resize": 8,
+                "log_every": 1, "max_image_pixels": 1, "checkpoint_every": 0, "sync_every": 0,
+                "lr_reference_batch": 0, "num_classes": 1, "synthetic_size": 1}
+    for name, low in at_least.items():
+        if getattr(cfg, name) < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got "
+                             f"{getattr(cfg, name)}")
+    for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "grad_clip", "min_lr"):
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.data != "synthetic":
+        # The augmentation's own checks (and --aug's types) now, not in the pipeline's thread.
+        extra = _derived_aug_options(cfg)
+        extra.update(parse_aug_options(cfg.aug, cfg.method))
+        make_config(cfg.method, cfg.preset, jsd=cfg.jsd, image_size=cfg.image_size, **extra)
+    if cfg.device == "gpu":
+        from ipmix_dali.device import require_gpu
+
+        require_gpu()
+    return cfg
+
+
+def _derived_aug_options(cfg: TrainConfig) -> dict:
+    """IPMix's patch sizes follow the crop: those of the reference's list that fit it."""
+    if cfg.method == "ipmix" and cfg.image_size < 224:
+        return {"patch_sizes": tuple(p for p in (4, 8, 16, 32, 64, 224) if p <= cfg.image_size)}
+    return {}
+
+
+def config_changes(saved: dict, cfg: TrainConfig):
+    """{field: (saved, now)} of the fields that define a run and differ from ``saved``."""
+    now = dataclasses.asdict(cfg)
+    return {k: (saved.get(k), v) for k, v in now.items()
+            if k not in OPERATIONAL and k in saved and saved[k] != v}
 
 
 def _data(cfg: TrainConfig, d, device):
@@ -230,16 +296,14 @@ def _data(cfg: TrainConfig, d, device):
     from ipmix_dali.loader import train_loader, val_loader
 
     # Checked before any work: missing folders, empty classes, bad files.
-    train_files = scan_image_folder(os.path.join(cfg.data, "train"),
-                                    skip_bad_files=cfg.skip_bad_files)
-    val_files = scan_image_folder(os.path.join(cfg.data, "val"), skip_bad_files=cfg.skip_bad_files)
+    check = dict(skip_bad_files=cfg.skip_bad_files, max_pixels=cfg.max_image_pixels)
+    train_files = scan_image_folder(os.path.join(cfg.data, "train"), **check)
+    val_files = scan_image_folder(os.path.join(cfg.data, "val"), **check)
     if val_files.classes != train_files.classes:
         raise ValueError(f"{cfg.data}: val/ has classes {val_files.classes[:5]}..., train/ has "
                          f"{train_files.classes[:5]}...: both need the same class folders")
-    extra = {}
-    if cfg.method == "ipmix" and cfg.image_size < 224:
-        extra["patch_sizes"] = tuple(p for p in (4, 8, 16, 32, 64, 224) if p <= cfg.image_size)
-    extra.update(parse_aug_options(cfg.aug))
+    extra = _derived_aug_options(cfg)
+    extra.update(parse_aug_options(cfg.aug, cfg.method))
     aug = make_config(cfg.method, cfg.preset, jsd=cfg.jsd, image_size=cfg.image_size, **extra)
     bank = None
     if cfg.method in MIXING_METHODS:
@@ -257,15 +321,25 @@ def _data(cfg: TrainConfig, d, device):
     fast = dict(dtype="float16", layout="NHWC") if cfg.device == "gpu" and cfg.channels_last \
         and cfg.amp else {}
     loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank, seed=cfg.seed,
-                          jsd_output="concat", **shard, **fast)
+                          jsd_output="concat",
+                          last_batch_policy="drop" if cfg.drop_last else "partial", **shard,
+                          **fast)
+    if len(loader) == 0:
+        raise ValueError(f"{train_files.source}: {loader.samples_per_epoch} training images per "
+                         f"process, fewer than one batch of {cfg.batch_size}: lower "
+                         f"--batch-size, or pass --no-drop-last to train on the partial batch")
     val = val_loader(val_files, batch_size=cfg.batch_size, resize=cfg.val_resize,
                      crop=cfg.image_size, mean=aug.mean, std=aug.std, **shard)
     return loader, val, train_files.num_classes
 
 
 def train(cfg: TrainConfig) -> dict:
+    """Train as ``cfg`` says; returns the run's summary. A run stopped by SIGTERM/SIGINT returns
+    ``{"stopped": {"signal", "step", "exit_code"}}`` after its checkpoint; resuming a finished
+    run returns its summary with ``"complete": True`` and writes nothing."""
     from ipmix_dali.train.distributed import init_distributed, shutdown
 
+    cfg = validate_config(cfg)
     d = init_distributed(cfg.device)
     try:
         return _train(cfg, d)
@@ -312,6 +386,26 @@ def _train(cfg: TrainConfig, d) -> dict:
     elif cfg.resume not in ("none", ""):
         path, state = cfg.resume, torch.load(cfg.resume, map_location="cpu", weights_only=True)
     if state is not None:
+        changes = config_changes(state.get("config", {}), cfg)
+        allowed = {"epochs"} if cfg.allow_config_change else set()
+        refused = {k: v for k, v in changes.items() if k not in allowed}
+        if refused:
+            listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(refused.items()))
+            hint = ("" if set(refused) != {"epochs"} else
+                    "; to train longer or shorter pass --allow-config-change")
+            raise ValueError(f"{path} is a run with other settings ({listed}): resume it with "
+                             f"its own settings, or train into a new --out{hint}")
+        if state["epoch"] >= cfg.epochs:
+            done = os.path.join(cfg.out, "summary.json")
+            summary = {}
+            if os.path.exists(done):
+                with open(done) as f:
+                    summary = json.load(f)
+            if d.main:
+                print(f"the run in {cfg.out} is complete ({state['epoch']} epochs, step "
+                      f"{state['step']}; {done}): nothing to do. To train it longer pass "
+                      f"--epochs N --allow-config-change", flush=True)
+            return {**summary, "complete": True}
         if len(state["loader"]) != d.world:
             raise ValueError(f"{path} was written by {len(state['loader'])} processes, this run "
                              f"has {d.world}: resume with the same --nproc_per_node x nodes")
@@ -328,7 +422,7 @@ def _train(cfg: TrainConfig, d) -> dict:
     elif d.main and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
-    def save():
+    def save(step, epoch):
         loaders = d.gather(loader.state_dict())  # a collective: every rank calls it
         if d.main:
             save_checkpoint(cfg.out, step, {
@@ -352,7 +446,14 @@ def _train(cfg: TrainConfig, d) -> dict:
     # (with the one all-reduce that also carries the stop signal) every ``sync_every`` steps;
     # each step still gets its own metrics record.
     sync_every = cfg.sync_every or (cfg.log_every if device.type == "cuda" else 1)
-    stop = _Stop()
+    with _Stop() as stop:
+        return _epochs(cfg, d, device, net, model, loader, val, optimizer, scheduler, scaler,
+                       amp_dtype, steps_per_epoch, sync_every, metrics_path, writer, save, step,
+                       epoch, stop)
+
+
+def _epochs(cfg, d, device, net, model, loader, val, optimizer, scheduler, scaler, amp_dtype,
+            steps_per_epoch, sync_every, metrics_path, writer, save, step, epoch, stop):
     net.train()
     summary = {}
     pending = []  # (step, epoch, loss on the device, lr) not yet read back
@@ -416,11 +517,16 @@ def _train(cfg: TrainConfig, d) -> dict:
             read_due = len(pending) >= sync_every or checkpoint_due or epoch_end
             stopped = read_back(t_epoch, t_wait, seen) if read_due else False
             if stopped or checkpoint_due:
-                save()
+                save(step, epoch)
                 if stopped:
+                    name = signal.Signals(stop.signum).name if stop.signum else "a signal"
                     if d.main:
-                        print(f"stopped by signal: checkpoint at step {step}", flush=True)
-                    return {"stopped_at_step": step}
+                        print(f"stopped by {name}: checkpoint at step {step}; rerun the same "
+                              f"command to resume", flush=True)
+                        if writer is not None:
+                            writer.close()
+                    return {"stopped": {"signal": name, "step": step,
+                                        "exit_code": 128 + (stop.signum or signal.SIGTERM)}}
             t_ready = time.perf_counter()
         if pending:  # an epoch shorter than steps_per_epoch says (a loader that ran dry)
             read_back(t_epoch, t_wait, seen)
@@ -443,7 +549,7 @@ def _train(cfg: TrainConfig, d) -> dict:
                         if "val_top1" in record else "")
             print(f"epoch {epoch - 1}: {val_text}({seen / elapsed:.1f} img/s, data wait "
                   f"{100 * t_wait / elapsed:.0f}%)", flush=True)
-        save()
+        save(step, epoch)
         summary = {"epochs": epoch, "steps": step, "world_size": d.world,
                    **{k: v for k, v in record.items() if k.startswith("val_")}}
     if d.main:
@@ -468,16 +574,43 @@ def config_from_args(args) -> TrainConfig:
 
 
 def add_train_arguments(p):
+    """One flag per TrainConfig field: on/off flags as ``--x/--no-x``, the string choices as
+    argparse ``choices`` (``--device cuda`` is accepted as ``gpu``)."""
+    import argparse
+
+    from ipmix_dali.config import METHODS
+
     d = TrainConfig()
+    choices = dict(CHOICES, method=METHODS, recipe=tuple(RECIPES))
+    choices["device"] = CHOICES["device"] + tuple(DEVICE_ALIASES)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true", default=None)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"default {'on' if f.default else 'off'}")
         else:
             kind = type(f.default) if f.default not in (None, "") else str
-            p.add_argument(flag, type=kind, default=None,
+            p.add_argument(flag, type=kind, default=None, choices=choices.get(f.name),
                            help=f"default {getattr(d, f.name)!r}")
     return p
+
+
+def run_cli(cfg: TrainConfig, prog: str = "ipmix-dali train") -> int:
+    """Train and turn the result into an exit status: 0 done (or already complete), 128 + the
+    signal's number when a signal stopped the run (143 for SIGTERM, 130 for SIGINT), so that
+    schedulers and torchrun see that it did not finish."""
+    if not cfg.data:
+        raise ValueError("--data DIR (ImageFolder train/ and val/) or --data synthetic is "
+                         "required")
+    summary = train(cfg)
+    if "stopped" in summary:
+        stop = summary["stopped"]
+        print(f"{prog}: stopped by {stop['signal']} at step {stop['step']} (checkpoint "
+              f"written): rerun the same command to resume", file=sys.stderr)
+        return int(stop["exit_code"])
+    if not summary.get("complete"):
+        print(f"summary: {summary}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -485,12 +618,10 @@ def main(argv=None) -> int:
 
     p = add_train_arguments(argparse.ArgumentParser(prog="ipmix_dali.train"))
     try:
-        cfg = config_from_args(p.parse_args(argv))
-        if not cfg.data:
-            raise ValueError("--data DIR (ImageFolder train/ and val/) or --data synthetic "
-                             "is required")
-        train(cfg)
+        return run_cli(config_from_args(p.parse_args(argv)), "ipmix_dali.train")
     except ValueError as exc:
-        print(f"ipmix-dali train: error: {exc}", file=sys.stderr)
+        print(f"ipmix_dali.train: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except DiskFullError as exc:
+        print(f"ipmix_dali.train: error: {exc}", file=sys.stderr)
+        return 1
