@@ -4,7 +4,10 @@
 # first; the machine is given back after 30 s idle, so calls 2-5 go back to back.
 #
 # Here, once (not on the device):
-#   bash ../shared/device/pack-dali.sh        # DALI 2.4 (cuda130) in 3 parts of 58 MiB: .devwhl/
+#   bash ../shared/device/pack-dali.sh six    # DALI 2.4 (cuda130) in 3 parts of 58 MiB: .devwhl/
+#       (DALI's astunparse needs six, which the machine lacks; typing_extensions and packaging
+#       come with its torch and pytest. Checked with Python 3.12 on the CPU: a DALI CPU pipeline
+#       from these parts decodes JPEGs.)
 #   mkdir -p .devphotos && cp .venv/lib/python3*/site-packages/sklearn/datasets/images/*.jpg \
 #       .devphotos/                            # the two test photographs (no scikit-learn there)
 #
@@ -74,7 +77,8 @@ tarfile.open(fileobj=lzma.open(sys.stdin.buffer),mode='r|').extractall('.devsite
   export PYTHONPATH="$PWD/.devsite:${PYTHONPATH:-}"
   LD_LIBRARY_PATH="$(find "$PWD/.devsite/nvidia" -maxdepth 3 -type d -name lib | paste -sd:):${LD_LIBRARY_PATH:-}"
   export LD_LIBRARY_PATH
-  python3 -c "import nvidia.dali as d; print('dali', d.__version__)" | tee -a "$OUT/gpu.txt"
+  python3 -c "import nvidia.dali as d; print('dali', d.__version__)" 2>&1 | tail -3 \
+      | tee -a "$OUT/gpu.txt"
   # 3. the real DALI GPU pipelines: mixed decode + the CuPy stage, resume, float16/NHWC, val.
   step pytest-dali 100 python3 -m pytest -q -rfE -m gpu -p no:cacheprovider \
       tests/test_pipeline_gpu.py tests/test_pipeline.py > "$OUT/pytest_dali_gpu.log" 2>&1
