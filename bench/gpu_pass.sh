@@ -95,7 +95,7 @@ tarfile.open(fileobj=lzma.open(sys.stdin.buffer),mode='r|').extractall('.devsite
     step corruptions 60 python3 - "$OUT/corruptions_gpu.json" <<'EOF' 2>&1 | tail -22
 import json, sys
 from ipmix_dali.corruptions.batched import gpu_speed
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 speed = gpu_speed(sample_photos(64, 224, seed=1, min_scale=0.3))
 json.dump(speed, open(sys.argv[1], "w"), indent=1)
 for k, v in speed.items():

@@ -23,6 +23,8 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from ipmix_dali.atomic import atomic_write, write_json
 
 from .metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, corruption_errors, ood_measures
 
-__all__ = ["evaluate", "find_imagenet_c", "RESNET50_MCE"]
+__all__ = ["EvalConfig", "evaluate", "find_imagenet_c", "RESNET50_MCE"]
 
 RESNET50_MCE = 76.7          # torchvision ResNet-50 (V1), robustness README leaderboard
 RESNET50_CLEAN_ERROR = 23.85
@@ -69,7 +71,7 @@ def _key(checkpoint, arch, extra):
 
 
 def _versions():
-    from ipmix_dali.bench_executors import package_versions
+    from ipmix_dali.bench.machine import package_versions
 
     return package_versions(("torch", "torchvision", "numpy", "nvidia.dali", "torchmetrics",
                              "sklearn"))
@@ -164,21 +166,68 @@ def pgd_error(model, images, labels, eps=2 / 255, steps=20, step_size=0.5 / 255,
     return 100.0 * wrong / len(labels)
 
 
-def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=None,
-             imagenet_c=None, imagenet_r=None, imagenet_a=None, imagenet_o=None,
-             imagenet_p=None, alexnet_p=None, measure_alexnet=None, cifar_c=None,
-             cifar_test=None, pgd=False, pgd_clamp_start=False, pixmix_compat=False,
-             corruptions=None, device="cpu", batch_size=64, threads=2, unsafe_pickle=False,
-             amp=False, channels_last=False, corrupt_on_the_fly=False, seed=0,
-             resize=None, crop: int = 224, mean=(0.485, 0.456, 0.406),
-             std=(0.229, 0.224, 0.225), model=None, log=print) -> dict:
-    """Evaluate ``checkpoint`` (or an already built ``model``, for the Python API: then
-    ``checkpoint`` only names it in the report and the cache) on every set given.
+@dataclass
+class EvalConfig:
+    """What ``ipmix-dali eval`` evaluates, and how (one field per flag).
 
-    ``resize`` / ``crop`` / ``mean`` / ``std``: the model's input protocol (ImageNet's by
-    default; ``resize`` defaults to ``round(crop * 256 / 224)``, the ratio ImageNet-C and
-    ``make-corrupted`` use, so clean and corrupted images show the same field of view).
-    ImageNet-C files are read as they are (centre crop ``crop``) unless ``pixmix_compat``."""
+    ``checkpoint`` names the model (with ``evaluate(..., model=...)`` it only names it in the
+    report and the cache). ``resize`` / ``crop`` / ``mean`` / ``std``: the model's input
+    protocol (ImageNet's by default; ``resize`` defaults to ``round(crop * 256 / 224)``, the
+    ratio ImageNet-C and ``make-corrupted`` use, so clean and corrupted images show the same
+    field of view). ImageNet-C files are read as they are (centre crop ``crop``) unless
+    ``pixmix_compat``.
+    """
+
+    checkpoint: str
+    out: str
+    arch: str = "resnet50"
+    num_classes: int = 1000
+    imagenet_val: Optional[str] = None
+    imagenet_c: Optional[str] = None
+    imagenet_r: Optional[str] = None
+    imagenet_a: Optional[str] = None
+    imagenet_o: Optional[str] = None
+    imagenet_p: Optional[str] = None
+    alexnet_p: Optional[str] = None
+    measure_alexnet: Optional[str] = None
+    cifar_c: Optional[str] = None
+    cifar_test: Optional[str] = None
+    pgd: bool = False
+    pgd_clamp_start: bool = False
+    pixmix_compat: bool = False
+    corruptions: Optional[Sequence[str]] = None
+    device: str = "cpu"
+    batch_size: int = 64
+    threads: int = 2
+    unsafe_pickle: bool = False
+    amp: bool = False
+    channels_last: bool = False
+    corrupt_on_the_fly: bool = False
+    seed: int = 0
+    resize: Optional[int] = None
+    crop: int = 224
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def evaluate(config: EvalConfig, model=None, log=print) -> dict:
+    """Evaluate ``config.checkpoint`` (or an already built ``model``, for the Python API) on
+    every set ``config`` names; results.json, report.md and the charts go to ``config.out``."""
+    # The fields as locals: the body reads like the protocol it implements.
+    checkpoint, out, arch, num_classes = (config.checkpoint, config.out, config.arch,
+                                          config.num_classes)
+    imagenet_val, imagenet_c, imagenet_r, imagenet_a, imagenet_o, imagenet_p = (
+        config.imagenet_val, config.imagenet_c, config.imagenet_r, config.imagenet_a,
+        config.imagenet_o, config.imagenet_p)
+    alexnet_p, measure_alexnet, cifar_c, cifar_test = (config.alexnet_p, config.measure_alexnet,
+                                                       config.cifar_c, config.cifar_test)
+    pgd, pgd_clamp_start, pixmix_compat, corruptions = (config.pgd, config.pgd_clamp_start,
+                                                        config.pixmix_compat, config.corruptions)
+    device, batch_size, threads, unsafe_pickle = (config.device, config.batch_size,
+                                                  config.threads, config.unsafe_pickle)
+    amp, channels_last, corrupt_on_the_fly, seed = (config.amp, config.channels_last,
+                                                    config.corrupt_on_the_fly, config.seed)
+    resize, crop, mean, std = config.resize, config.crop, config.mean, config.std
     resize = int(resize) if resize else round(crop * 256 / 224)
     from ipmix_dali.datasets import scan_image_folder
 
@@ -304,7 +353,8 @@ def evaluate(checkpoint, out, arch="resnet50", num_classes=1000, imagenet_val=No
         results["imagenet_o"] = {**ood_measures(-r_out["confidence"], -r_in["confidence"]),
                                  "n_out": r_out["n"], "n_in": r_in["n"]}
     if imagenet_p:
-        from .imagenet_p import evaluate_imagenet_p, measure_alexnet as _measure
+        from .imagenet_p import evaluate_imagenet_p
+        from .imagenet_p import measure_alexnet as _measure
 
         normalisers = None
         if measure_alexnet:

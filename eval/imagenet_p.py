@@ -1,4 +1,4 @@
-"""ImageNet-P at difficulty 1 (hendrycks/robustness ``ImageNet-P/test.py``, spec section 3).
+"""ImageNet-P at difficulty 1 (hendrycks/robustness ``ImageNet-P/test.py``, docs/evaluation.md §3).
 
 Layout ``root/<perturbation>/<wnid>/<file>.mp4``; frames decoded with OpenCV (BGR -> RGB), no
 resize, ToTensor + Normalize; every frame goes through the model. Per video: the flip rate and

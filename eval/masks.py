@@ -1,7 +1,7 @@
 """1000-class logit indices (sorted-wnid order) of the 200-class ImageNet-R, -A and -O subsets.
 
 Facts from hendrycks/imagenet-r ``eval.py`` and natural-adv-examples ``eval_many_models.py``
-(spec robustness_eval.md, Appendix A). A 200-class folder tree sorted by wnid gets labels 0..199;
+(docs/evaluation.md, Appendix A). A 200-class folder tree sorted by wnid gets labels 0..199;
 its label k is column k of ``logits[:, INDICES]``.
 """
 

@@ -1,4 +1,4 @@
-"""Robustness metrics exactly as the reference tools compute them (spec robustness_eval.md).
+"""Robustness metrics exactly as the reference tools compute them (docs/evaluation.md).
 
 * :func:`calib_err`: Hendrycks' RMS calibration error (bins of 100 by sorted confidence, the
   last, most confident bin skipped) — the number PixMix/IPMix print.

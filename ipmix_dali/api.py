@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from .config import MIXING_METHODS, make_config
+from .config import MIXING_METHODS, make_config, mixing_side
 from .plans import sample_plan
 from .rng import make_rng
 
@@ -34,7 +34,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
 
     Args:
         images: uint8 NHWC batch: numpy / cupy array or torch tensor (CPU or CUDA).
-        mixing_bank: a :class:`~ipmix_dali.mixing_set.MixingBank`, a uint8 (M, T, T, 3) array
+        mixing_bank: a :class:`~ipmix_dali.mixing.bank.MixingBank`, a uint8 (M, T, T, 3) array
             of square pictures (T >= S), or None for the built-in fractal set (methods that mix).
         method, preset, options: see :func:`ipmix_dali.config.make_config`.
         seed, shard, epoch, iteration: the plan's key; the same key gives the same pixels.
@@ -45,7 +45,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
         Normalised float32 NHWC views of the input's kind (a tuple of three with ``jsd``).
     """
     from .executors import get_executor
-    from .mixing_set import MixingBank, bank_from_array
+    from .mixing.bank import MixingBank, bank_from_array
 
     kind = _kind(images)
     executor = executor or ("cupy" if kind in ("cupy", "torch-cuda") else "numpy")
@@ -64,10 +64,9 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
     bank = None
     if cfg.method in MIXING_METHODS:
         if mixing_bank is None:
-            from .builtin_mixing import builtin_mixing_bank
+            from .mixing.builtin import builtin_mixing_bank
 
-            side = max(256, cfg.image_size) if cfg.image_size > 32 else 36
-            mixing_bank = builtin_mixing_bank(count=16, side=side)
+            mixing_bank = builtin_mixing_bank(count=16, side=mixing_side(cfg.image_size))
         bank = mixing_bank if isinstance(mixing_bank, MixingBank) else bank_from_array(
             np.asarray(mixing_bank))
     plan = sample_plan(cfg, host.shape[0], make_rng(seed, shard, epoch, iteration),

@@ -116,24 +116,9 @@ def _raise_if_full(exc, path, folder):
 def atomic_write(path, mode: str = "wb"):
     """``with atomic_write(path) as f: f.write(...)``; ``path`` appears only when the block ends
     without an exception. Folders are created."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, 0o666 & ~_umask())
-    try:
-        with os.fdopen(fd, mode) as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        _raise_if_full(exc, path, folder)
-        raise
-    fsync_dir(folder)
 
 
 def write_json(path, obj, indent: int = 2) -> str:

@@ -1,10 +1,12 @@
 """``ipmix-dali`` command line: thin parsers that call library code.
 
-Subcommands so far: ``show`` (a grid of augmented views to look at), ``bench-executors`` (ms per
-image of the reference and NumPy executors), ``bench-gpu`` (CuPy executor), ``bench`` (the whole
-input pipeline: reference DataLoader vs DALI) and ``make-mixing-set`` (IFS fractals as files).
-``train`` (the trainer; ``python -m ipmix_dali.train`` takes the same flags). ``demo`` (the
-whole job on built-in data), ``eval`` and ``eval-compare`` (robustness evaluation).
+Running: ``train`` (``python -m ipmix_dali.train`` takes the same flags), ``demo`` (the whole
+job on built-in data), ``eval`` and ``eval-compare`` (robustness evaluation). Data:
+``make-mixing-set`` (IFS fractals as files), ``make-corrupted`` (ImageNet-C-style sets),
+``show`` (a grid of augmented views to look at). Benchmarks (JSON results): ``bench-executors``,
+``bench`` (the input pipeline: reference DataLoader vs DALI), ``bench-gpu`` (the GPU stage;
+``--host-only`` without a GPU), ``bench-train``, ``bench-corruptions``. Bad input is one line
+on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def _add_show(sub):
 
 
 def _run_show(args) -> int:
-    from .show import render_grid
+    from .tools.show import render_grid
 
     methods = list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",")]
     path = render_grid(methods, preset=args.preset, images_dir=args.images,
@@ -70,7 +72,7 @@ def _add_bench_executors(sub):
 
 
 def _run_bench_executors(args) -> int:
-    from .bench_executors import run_executor_bench
+    from .bench.executors import run_executor_bench
 
     result = run_executor_bench([m.strip() for m in args.methods.split(",")], preset=args.preset,
                                 batch=args.batch, repeats=args.repeats, jsd=args.jsd,
@@ -102,7 +104,7 @@ def _add_bench_gpu(sub):
 
 
 def _run_bench_gpu(args) -> int:
-    from .bench_gpu import run_gpu_bench, run_host_bench
+    from .bench.gpu import run_gpu_bench, run_host_bench
 
     methods = [m.strip() for m in args.methods.split(",")]
     if args.host_only:
@@ -151,7 +153,7 @@ def _add_bench(sub):
 
 
 def _run_bench(args) -> int:
-    from .bench import BACKENDS, run_bench
+    from .bench.pipeline import BACKENDS, run_bench
 
     backends = BACKENDS if args.backends is None else [b.strip() for b in args.backends.split(",")]
     result = run_bench(backends, [m.strip() for m in args.methods.split(",")], jsd=args.jsd,
@@ -167,7 +169,7 @@ def _run_bench(args) -> int:
 
 
 def _add_train(sub):
-    from .train.engine import add_train_arguments
+    from .train.config import add_train_arguments
 
     p = sub.add_parser("train", help="train a torchvision model on the DALI pipeline "
                                      "(ImageFolder train/ and val/ under --data)")
@@ -176,7 +178,8 @@ def _add_train(sub):
 
 
 def _run_train(args) -> int:
-    from .train.engine import config_from_args, run_cli
+    from .train.config import config_from_args
+    from .train.loop import run_cli
 
     return run_cli(config_from_args(args))
 
@@ -194,7 +197,7 @@ def _add_demo(sub):
 
 
 def _run_demo(args) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     report = run_demo(args.out, epochs=args.epochs, arch=args.arch, batch_size=args.batch_size,
                       seed=args.seed)
@@ -256,14 +259,15 @@ def _three(text, flag):
 
 
 def _run_eval(args) -> int:
-    from .eval.evaluate import evaluate
+    from .eval.evaluate import EvalConfig, evaluate
 
     device = args.device
     if device is None:
         import torch
 
         device = "gpu" if torch.cuda.is_available() else "cpu"
-    evaluate(args.checkpoint, args.out, arch=args.arch, num_classes=args.num_classes,
+    evaluate(EvalConfig(
+             args.checkpoint, args.out, arch=args.arch, num_classes=args.num_classes,
              imagenet_val=args.imagenet_val, imagenet_c=args.imagenet_c,
              imagenet_r=args.imagenet_r, imagenet_a=args.imagenet_a,
              imagenet_o=args.imagenet_o, imagenet_p=args.imagenet_p, alexnet_p=args.alexnet_p,
@@ -275,7 +279,7 @@ def _run_eval(args) -> int:
              device=device, batch_size=args.batch_size, threads=args.threads,
              unsafe_pickle=args.unsafe_pickle, amp=args.amp, channels_last=args.channels_last,
              corrupt_on_the_fly=args.corrupt_on_the_fly, seed=args.seed, resize=args.resize,
-             crop=args.crop, mean=_three(args.mean, "--mean"), std=_three(args.std, "--std"))
+             crop=args.crop, mean=_three(args.mean, "--mean"), std=_three(args.std, "--std")))
     print(f"wrote {args.out}/results.json and report.md")
     return 0
 
@@ -313,7 +317,7 @@ def _add_bench_train(sub):
 
 
 def _run_bench_train(args) -> int:
-    from .bench_train import run_train_bench
+    from .bench.train import run_train_bench
 
     _require_gpu_for(args.device)
     r = run_train_bench(args.data, args.images, args.arch, args.method, not args.no_jsd,
@@ -384,10 +388,10 @@ def _add_bench_corruptions(sub):
 
 def _run_bench_corruptions(args) -> int:
     from .atomic import atomic_write, write_json
-    from .bench_executors import machine_info
+    from .bench.machine import machine_info
     from .corruptions import ALL
     from .corruptions.fidelity import compare, markdown
-    from .samples import sample_photos
+    from .tools.samples import sample_photos
 
     names = args.corruptions.split(",") if args.corruptions else ALL
     result = compare(sample_photos(args.images, 224, seed=0, min_scale=0.3), names)
@@ -395,9 +399,10 @@ def _run_bench_corruptions(args) -> int:
     from .device import gpu_available
 
     if gpu_available():
-        from .bench_gpu import _gpu_info
-        from .corruptions.batched import gpu_speed
         import cupy
+
+        from .bench.machine import gpu_info as _gpu_info
+        from .corruptions.batched import gpu_speed
 
         result["gpu"] = {"device": _gpu_info(cupy), "ms_per_image_batch64": gpu_speed(
             sample_photos(64, 224, seed=1, min_scale=0.3), names)}
@@ -426,7 +431,7 @@ def _add_make_mixing_set(sub):
 
 
 def _run_make_mixing_set(args) -> int:
-    from .builtin_mixing import write_fractal_set
+    from .mixing.builtin import write_fractal_set
 
     _require_gpu_for(args.device)
     written, kept = write_fractal_set(args.out, args.count, args.size, args.seed, args.format,

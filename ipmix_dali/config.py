@@ -1,6 +1,6 @@
 """Frozen configurations of the augmentation methods, with the reference code's defaults.
 
-Every hyperparameter of ``augment_spec.md`` is a field here; presets name the reference scripts
+Every hyperparameter of ``docs/augmentations.md`` is a field here; presets name the reference scripts
 (``imagenet`` = ``imagenet.py``, ``cifar`` = ``cifar.py``) of each method. Library code takes these
 dataclasses, never an argparse namespace. Build one with :func:`make_config`.
 """
@@ -63,7 +63,7 @@ class NoneConfig(CommonConfig):
 
 @dataclass(frozen=True)
 class AugMixConfig(CommonConfig):
-    """AugMix (google-research/augmix). Spec section 2.
+    """AugMix (google-research/augmix). docs/augmentations.md §2.
 
     Attributes:
         width: number of chains k (``mixture_width``).
@@ -96,7 +96,7 @@ class AugMixConfig(CommonConfig):
 
 @dataclass(frozen=True)
 class PixMixConfig(CommonConfig):
-    """PixMix (andyzoujm/pixmix). Spec section 4.
+    """PixMix (andyzoujm/pixmix). docs/augmentations.md §4.
 
     Attributes:
         k: mixing rounds are uniform on {0..k}.
@@ -126,7 +126,7 @@ class PixMixConfig(CommonConfig):
 
 @dataclass(frozen=True)
 class IPMixConfig(CommonConfig):
-    """IPMix (hzlsaber/IPMix). Spec section 3.
+    """IPMix (hzlsaber/IPMix). docs/augmentations.md §3.
 
     Attributes:
         k: number of chains mixed with Dirichlet(1) weights.
@@ -177,7 +177,7 @@ class IPMixConfig(CommonConfig):
 
 @dataclass(frozen=True)
 class LayerMixConfig(CommonConfig):
-    """LayerMix (ahmadmughees/LayerMix, the ``laddermix`` method). Spec section 5.
+    """LayerMix (ahmadmughees/LayerMix, the ``laddermix`` method). docs/augmentations.md §5.
 
     Attributes:
         magnitude: M of ``random_magnitude`` (0..10).
@@ -215,10 +215,30 @@ _CLASSES = {"none": NoneConfig, "augmix": AugMixConfig, "pixmix": PixMixConfig,
             "ipmix": IPMixConfig, "layermix": LayerMixConfig}
 
 
+# IPMix's patch sides in the ImageNet script; a smaller crop keeps those that fit it.
+REFERENCE_PATCH_SIZES = (4, 8, 16, 32, 64, 224)
+
+
+def patch_sizes_for(image_size: int) -> Tuple[int, ...]:
+    """IPMix's patch sides for a crop of ``image_size``: the reference's that fit it."""
+    return tuple(p for p in REFERENCE_PATCH_SIZES if p <= image_size) or (min(2, image_size),)
+
+
+def mixing_side(image_size: int) -> int:
+    """Side the mixing pictures are resized to before their random ``image_size`` crop: the
+    references' Resize(36) for CIFAR's 32 px and Resize(256) for ImageNet's 224 px; other crops
+    keep ImageNet's ratio (256 / 224)."""
+    image_size = int(image_size)
+    if image_size <= 32:
+        return round(image_size * 36 / 32)
+    return round(image_size * 256 / 224)
+
+
 def make_config(method: str = "ipmix", preset: str = "imagenet", **overrides):
     """Build the frozen config of ``method`` from a preset plus explicit overrides.
 
-    Example: ``make_config("ipmix", "cifar", jsd=True)``.
+    Example: ``make_config("ipmix", "cifar", jsd=True)``. IPMix's patch sizes follow a crop
+    smaller than the preset's (:func:`patch_sizes_for`) unless ``patch_sizes`` is given.
     """
     if method not in _CLASSES:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -233,6 +253,10 @@ def make_config(method: str = "ipmix", preset: str = "imagenet", **overrides):
     for key, value in overrides.items():
         _check_type(cls, key, value)
     kwargs.update(overrides)
+    if method == "ipmix" and "patch_sizes" not in overrides and "image_size" in overrides:
+        default = kwargs.get("patch_sizes", REFERENCE_PATCH_SIZES)
+        if max(default) > kwargs["image_size"]:
+            kwargs["patch_sizes"] = patch_sizes_for(kwargs["image_size"])
     if "patch_sizes" in kwargs:
         kwargs["patch_sizes"] = tuple(int(p) for p in kwargs["patch_sizes"])
     for key in ("mean", "std"):

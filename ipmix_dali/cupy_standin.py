@@ -323,12 +323,8 @@ class RawModule:
 
 
 # --- cupy.cuda -----------------------------------------------------------------------------
-class Stream:
-    def __init__(self, null=False, non_blocking=False, ptr=0):
-        self.ptr = ptr
-
-    def synchronize(self):
-        DEVICE.note("sync", "stream")
+class _Current:
+    """``with stream:`` / ``with device:`` (nothing to switch on the CPU)."""
 
     def use(self):
         return self
@@ -338,6 +334,14 @@ class Stream:
 
     def __exit__(self, *exc):
         return False
+
+
+class Stream(_Current):
+    def __init__(self, null=False, non_blocking=False, ptr=0):
+        self.ptr = ptr
+
+    def synchronize(self):
+        DEVICE.note("sync", "stream")
 
 
 Stream.null = Stream(null=True)
@@ -363,22 +367,13 @@ def get_elapsed_time(start, end):
     return (end.time - start.time) * 1e3
 
 
-class Device:
+class Device(_Current):
     def __init__(self, device=0):
         self.id = int(device or 0)
         self.compute_capability = f"{PROPERTIES['major']}{PROPERTIES['minor']}"
 
     def synchronize(self):
         DEVICE.note("sync", "device")
-
-    def use(self):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def get_current_stream(device_id=-1):

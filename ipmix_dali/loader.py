@@ -19,8 +19,13 @@ import re
 from typing import Callable, Optional
 
 from .datasets import FileList
-from .pipeline import (AugmentStageError, iters_per_epoch, train_output_names, train_pipeline,
-                       val_pipeline)
+from .pipeline import (
+    AugmentStageError,
+    iters_per_epoch,
+    train_output_names,
+    train_pipeline,
+    val_pipeline,
+)
 
 __all__ = ["DaliLoader", "train_loader", "val_loader", "decode_error", "pipeline_error",
            "AugmentStageError", "LAST_BATCH_POLICIES"]

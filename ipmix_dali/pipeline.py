@@ -17,7 +17,7 @@ boundary), so a pipeline rebuilt from a DALI checkpoint with ``start_batch`` = b
 consumed continues with exactly the same plans. DALI's own random choices (crop, flip, the
 mixing reader's order) are restored from the checkpoint.
 
-Mixing pictures come from a :class:`~ipmix_dali.mixing_set.MixingBank` cropped per plan (host
+Mixing pictures come from a :class:`~ipmix_dali.mixing.bank.MixingBank` cropped per plan (host
 memory-mapped for the CPU stage, copied once to GPU memory for the GPU stage), or, for a set
 larger than ``mixing_memory_budget``, from a second reader (``name="Mix"``, not sharded, its own
 shuffle; ``Resize(side)`` + a random ``image_size`` crop like the reference's RandomCrop), whose
@@ -299,8 +299,9 @@ def train_output_names(config, emit_input: bool = False):
 def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_BUDGET):
     """("bank", MixingBank) for a mixing set whose pre-resized pictures fit in ``budget`` bytes,
     else ("reader", FileList) for the second-reader path."""
-    from .mixing_set import list_candidate_files, load_mixing_bank
     from pathlib import Path
+
+    from .mixing.bank import list_candidate_files, load_mixing_bank
 
     folder_p = Path(folder).expanduser().resolve()
     rels = list_candidate_files(folder_p) if folder_p.is_dir() else []

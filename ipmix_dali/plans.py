@@ -17,8 +17,7 @@ import numpy as np
 
 from .config import AugMixConfig, IPMixConfig, LayerMixConfig, NoneConfig, PixMixConfig
 from .ops.levels import get_ab
-from .ops.table import (LAYERMIX_OP_ID, LAYERMIX_OPS, MIX_OP_ID, layermix_param, op_list,
-                        sample_ops)
+from .ops.table import LAYERMIX_OP_ID, LAYERMIX_OPS, MIX_OP_ID, layermix_param, op_list, sample_ops
 
 IMG, PATCH = 0, 1  # IPMix chain branches ('IMG' / 'Img' and 'P' in the reference)
 PARTNER_MIXING_PICTURE, PARTNER_AUGMENTED = 0, 1
@@ -107,7 +106,7 @@ def sample_none_plan(cfg: NoneConfig, n, rng, bank_size=0, bank_side=0) -> Plan:
 
 
 def sample_augmix_plan(cfg: AugMixConfig, n, rng, bank_size=0, bank_side=0) -> Plan:
-    """AugMix (spec 2.1).
+    """AugMix (docs/augmentations.md §2.1).
 
     Fields: weights (N,V,K) float32 ~ Dirichlet(alpha); m (N,V) float32 ~ Beta(alpha, alpha);
     depth (N,V,K) in {1,2,3} (or cfg.depth); op (N,V,K,D) PIL op id; param (N,V,K,D).
@@ -129,7 +128,7 @@ def sample_augmix_plan(cfg: AugMixConfig, n, rng, bank_size=0, bank_side=0) -> P
 
 
 def sample_pixmix_plan(cfg: PixMixConfig, n, rng, bank_size=0, bank_side=0) -> Plan:
-    """PixMix (spec 4.1).
+    """PixMix (docs/augmentations.md §4.1).
 
     Fields: mix_index/mix_top/mix_left (N,); start_aug (N,V) int8 (1: start from augment(x));
     start_op, start_param (N,V); rounds (N,V) in {0..k}; partner_aug (N,V,R) int8 (1: the round
@@ -165,7 +164,7 @@ def sample_pixmix_plan(cfg: PixMixConfig, n, rng, bank_size=0, bank_side=0) -> P
 
 
 def sample_ipmix_plan(cfg: IPMixConfig, n, rng, bank_size=0, bank_side=0) -> Plan:
-    """IPMix (spec 3.1, 3.2).
+    """IPMix (docs/augmentations.md §3.1, 3.2).
 
     Fields: mix_index/mix_top/mix_left (N,); weights (N,V,K) float32 ~ Dirichlet(1);
     m (N,V) float32 ~ Beta(1,1); branch (N,V,K) (0 IMG, 1 P); length (N,V,K) in {0..t};
@@ -234,7 +233,7 @@ def sample_ipmix_plan(cfg: IPMixConfig, n, rng, bank_size=0, bank_side=0) -> Pla
 
 
 def sample_layermix_plan(cfg: LayerMixConfig, n, rng, bank_size=0, bank_side=0) -> Plan:
-    """LayerMix (``laddermix``, spec 5.1).
+    """LayerMix (``laddermix``, docs/augmentations.md §5.1).
 
     Fields: mix_index/mix_top/mix_left (N,); steps (N,V) in {0,1,2}; op (N,V) LayerMix op id (one
     op f for the sample); param (N,V,3) f's parameter at each of its up to three calls (f(x),

@@ -23,7 +23,7 @@ __device__ __forceinline__ float ipmix_uniform(unsigned int seed, unsigned int i
     return (float)(h >> 8) * 5.9604644775390625e-08f;  // 2^-24
 }
 
-// ToPILImage's float->uint8 cast as the reference runs it (spec 3.3): v = c * 255 in float32,
+// ToPILImage's float->uint8 cast as the reference runs it (docs/augmentations.md §3.3): v = c * 255 in float32,
 // truncated toward zero to int64, low 8 bits kept. Non-finite or out-of-int64-range values give 0
 // (what x86's cvttss2si produces, 0x8000000000000000, whose low byte is 0).
 __device__ __forceinline__ unsigned char ipmix_wrap_u8(float c) {

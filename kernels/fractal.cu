@@ -1,4 +1,4 @@
-// fractal.cu: the built-in IFS fractals (ipmix_dali/builtin_mixing.py) rendered on the GPU, many
+// fractal.cu: the built-in IFS fractals (ipmix_dali/mixing/fractals.py) rendered on the GPU, many
 // fractals per launch. Every step is the NumPy renderer's step, so both give the same pixels:
 //
 //   fractal_walk_bounds    one thread per (fractal, walker): the chaos game, per-walker box
@@ -11,7 +11,7 @@
 // Twin rules (compiled with --fmad=false): float64 walks with map choice by comparing the hash
 // uniform with float64 cumulative probabilities in map order; only integer atomics, so the result
 // does not depend on thread order; log1p comes from a host table (device log1p may differ from
-// NumPy's in the last bit). Any change here must be made in builtin_mixing.py too.
+// NumPy's in the last bit). Any change here must be made in mixing/fractals.py too.
 #include "common.cuh"
 
 #define FRACTAL_MAX_MAPS 7
@@ -84,7 +84,7 @@ extern "C" __global__ void fractal_reduce_bounds(const double* wbox, const int* 
     bad[f] = any_bad;
 }
 
-// rparam per fractal: x0, y0, scale, off_x, off_y (builtin_mixing.raster_params).
+// rparam per fractal: x0, y0, scale, off_x, off_y (fractals.raster_params).
 extern "C" __global__ void fractal_raster(const int* nmaps, const double* cum, const double* coef, const double* start, const unsigned int* wseed, const double* rparam, const int* valid, unsigned int* counts, unsigned long long* colsum, int* hits, int* maxc, int nf, int walkers, int steps, int burn, int size) {
     long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (long long)nf * walkers) return;
@@ -117,7 +117,7 @@ extern "C" __global__ void fractal_raster(const int* nmaps, const double* cum, c
 
 // Fractal a (0..n-1) reads accumulation slot src[a] and writes output image dst[a].
 // cparam per fractal: base_hue, hue_span, saturation; bg: (n, low, low, 3) float32 backgrounds,
-// upsampled with the tables ui0, uw0, uw1 (builtin_mixing.upsample_tables).
+// upsampled with the tables ui0, uw0, uw1 (fractals.upsample_tables).
 extern "C" __global__ void fractal_colour(const unsigned int* counts, const unsigned long long* colsum, const int* maxc, const int* src, const int* dst, const double* cparam, const float* bg, const int* ui0, const float* uw0, const float* uw1, const double* logt, unsigned char* out, int n, int size, int low) {
     long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long npix = (long long)size * size;

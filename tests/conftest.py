@@ -7,17 +7,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: slow test (still part of CI)")
 
 
-def _has_gpu():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
 def pytest_collection_modifyitems(config, items):
-    if _has_gpu():
+    from ipmix_dali.device import gpu_available
+
+    if gpu_available():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU with CuPy on this machine")
     for item in items:
@@ -33,6 +26,6 @@ def rng():
 @pytest.fixture(scope="session")
 def photos224():
     """Three 224 px crops of real photographs (uint8 (3, 224, 224, 3)), shared by the tests."""
-    from ipmix_dali.samples import sample_photos
+    from ipmix_dali.tools.samples import sample_photos
 
     return sample_photos(3, 224, seed=4, min_scale=0.3)

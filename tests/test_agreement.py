@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from ipmix_dali import make_config, make_rng, sample_plan
-from ipmix_dali.builtin_mixing import builtin_mixing_bank
 from ipmix_dali.executors import get_executor
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.ops.table import PIL_FAMILY, PIL_OP_ID
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 EXACT_OPS = [PIL_OP_ID[n] for n, fam in PIL_FAMILY.items() if fam in ("lut", "histogram")]
 N = 12

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from ipmix_dali import augment, make_config, make_rng, sample_plan
-from ipmix_dali.builtin_mixing import builtin_mixing_bank
 from ipmix_dali.executors import get_executor
 from ipmix_dali.executors.float_ops import normalize_u8
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
+from ipmix_dali.tools.samples import sample_photos
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from ipmix_dali.cli import main
-from ipmix_dali.samples import sample_photos
-from ipmix_dali.show import _LABEL_W, load_image_folder
+from ipmix_dali.tools.samples import sample_photos
+from ipmix_dali.tools.show import _LABEL_W, load_image_folder
 
 
 @pytest.fixture
@@ -86,8 +86,8 @@ def test_bench_executors_writes_json(tmp_path):
 
 
 def test_make_mixing_set_writes_resumable_deterministic_files(tmp_path, capsys):
-    from ipmix_dali.builtin_mixing import render_fractals
-    from ipmix_dali.mixing_set import load_mixing_bank
+    from ipmix_dali.mixing.bank import load_mixing_bank
+    from ipmix_dali.mixing.fractals import render_fractals
 
     out = tmp_path / "fractals"
     assert main(["make-mixing-set", "--out", str(out), "--count", "3", "--size", "48",
@@ -128,7 +128,7 @@ def test_bench_gpu_without_gpu_is_a_one_line_error(tmp_path, capsys):
 
 def test_bench_rows_json_and_chart(tmp_path, capsys):
     """`ipmix-dali bench` on a small generated tree: a row per (backend, method), JSON + PNG."""
-    from ipmix_dali.samples import write_jpeg_tree
+    from ipmix_dali.tools.samples import write_jpeg_tree
 
     data = write_jpeg_tree(tmp_path / "data", classes=2, per_class=8, size=(200, 150), seed=3)
     out = tmp_path / "bench.json"

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ipmix_dali.corruptions import ALL, STANDARD, corrupt, preset_for
 from ipmix_dali.corruptions.params import CIFAR, IMAGENET
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_matches_imagecorruptions_where_the_algorithms_agree():
 def test_make_corrupted_layout_resume_and_in_memory_twin(tmp_path, capsys):
     from ipmix_dali.cli import main
     from ipmix_dali.corruptions.make import corrupted_arrays, preprocess
-    from ipmix_dali.samples import write_jpeg_tree
+    from ipmix_dali.tools.samples import write_jpeg_tree
 
     src = write_jpeg_tree(tmp_path / "src", classes=2, per_class=2, size=(80, 60), seed=2)
     out = tmp_path / "c"
@@ -310,7 +310,7 @@ def test_gpu_glass_sources_equal_the_host_ones():
 
 def test_make_corrupted_gpu_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     from ipmix_dali.cli import main
-    from ipmix_dali.fractal_gpu import gpu_available
+    from ipmix_dali.device import gpu_available
 
     if gpu_available():
         pytest.skip("a GPU is present")
@@ -323,7 +323,7 @@ def test_make_corrupted_gpu_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
 @pytest.mark.gpu
 def test_make_corrupted_gpu_writes_the_cpu_pixels(tmp_path):
     from ipmix_dali.corruptions.make import make_corrupted
-    from ipmix_dali.samples import write_jpeg_tree
+    from ipmix_dali.tools.samples import write_jpeg_tree
 
     src = write_jpeg_tree(tmp_path / "src", classes=2, per_class=3, size=(80, 60), seed=2)
     names = ["gaussian_noise", "contrast", "fog"]

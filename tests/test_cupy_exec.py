@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from ipmix_dali import make_config, make_rng, sample_plan
-from ipmix_dali.builtin_mixing import builtin_mixing_bank
 from ipmix_dali.executors import get_executor
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
+from ipmix_dali.tools.samples import sample_photos
 
 
 @pytest.mark.gpu

@@ -1,6 +1,6 @@
 """CuPy raw-kernel PIL ops (ipmix_dali.executors.cupy_ops) against np_ops, bit for bit, on a GPU.
 
-Photo crops (ipmix_dali.samples.sample_photos) at 224 and 32 px plus the edge images of
+Photo crops (ipmix_dali.tools.samples.sample_photos) at 224 and 32 px plus the edge images of
 test_np_ops (constant, all 0, all 255, one constant channel, two grey levels), with test_np_ops's
 parameter spreads (at 32 px every image with every parameter; at 224 px each parameter with 5
 images, cycling over all), odd shapes and far off-range parameters, and table-sampled op draws.
@@ -15,7 +15,7 @@ from test_np_ops import _edge_cases, _odd_batches, _off_range_param, _pairs
 from ipmix_dali.executors import np_ops
 from ipmix_dali.ops import table
 from ipmix_dali.ops.table import PIL_OPS
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 pytestmark = pytest.mark.gpu
 

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from ipmix_dali.datasets import scan_image_folder
-from ipmix_dali.demo import GROUPS, write_digits_folder
+from ipmix_dali.tools.demo import GROUPS, write_digits_folder
 
 
 def test_digits_folder_split_and_pixels(tmp_path):

@@ -16,11 +16,19 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
-from ipmix_dali.eval.evaluate import evaluate, find_imagenet_c, pgd_error  # noqa: E402
+from ipmix_dali.eval.evaluate import EvalConfig, evaluate, find_imagenet_c, pgd_error  # noqa: E402
 from ipmix_dali.eval.masks import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
-from ipmix_dali.eval.metrics import (ALEXNET_CLEAN_ERR, ALEXNET_ERR, CORRUPTIONS,  # noqa: E402
-                                     calib_err, corruption_errors, fpr_at_recall, ood_measures,
-                                     top5_distance, flip_probability)
+from ipmix_dali.eval.metrics import (  # noqa: E402
+    ALEXNET_CLEAN_ERR,
+    ALEXNET_ERR,
+    CORRUPTIONS,
+    calib_err,
+    corruption_errors,
+    flip_probability,
+    fpr_at_recall,
+    ood_measures,
+    top5_distance,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -159,9 +167,9 @@ def test_imagenet_c_errors_ce_and_relative_mce_are_exact(imagenet_c_tree, tmp_pa
     cells = find_imagenet_c(root / "c")
     assert set(cells) == set(CORRUPTIONS) | {"spatter"} and sorted(cells["shot_noise"]) == [1, 2,
                                                                                              3, 4, 5]
-    res = evaluate("colour-model", tmp_path / "ev", arch="colour", num_classes=K,
-                   imagenet_val=root / "val", imagenet_c=root / "c", model=ColourModel(cols),
-                   batch_size=8, threads=1)
+    res = evaluate(EvalConfig("colour-model", tmp_path / "ev", arch="colour", num_classes=K,
+                   imagenet_val=root / "val", imagenet_c=root / "c",
+                   batch_size=8, threads=1), model=ColourModel(cols))
     assert res["clean"]["error"] == pytest.approx(15.0)  # 3 / 20
     ic = res["imagenet_c"]
     names = CORRUPTIONS + ("spatter",)
@@ -187,17 +195,16 @@ def test_imagenet_c_errors_ce_and_relative_mce_are_exact(imagenet_c_tree, tmp_pa
 
     # a second run reads every cell from the cache (an interrupted run resumes) ...
     logs = []
-    again = evaluate("colour-model", tmp_path / "ev", arch="colour", num_classes=K,
-                     imagenet_c=root / "c", model=ColourModel(cols), batch_size=8, threads=1,
-                     log=logs.append)
+    again = evaluate(EvalConfig("colour-model", tmp_path / "ev", arch="colour", num_classes=K,
+                     imagenet_c=root / "c", batch_size=8, threads=1), model=ColourModel(cols), log=logs.append)
     assert sum("cached" in line for line in logs) == 80
     for c, row in again["imagenet_c"]["per_corruption"].items():  # same numbers (no clean
         assert (row["mean_error"], row["ce"]) == (ic["per_corruption"][c]["mean_error"],
                                                   ic["per_corruption"][c]["ce"])  # set: no rel.)
     # ... and --pixmix-compat is another protocol: its own cache entries, same errors here
-    compat = evaluate("colour-model", tmp_path / "ev2", arch="colour", num_classes=K,
-                      imagenet_c=root / "c", model=ColourModel(cols), batch_size=8, threads=1,
-                      pixmix_compat=True, corruptions=["fog"], log=lambda m: None)
+    compat = evaluate(EvalConfig("colour-model", tmp_path / "ev2", arch="colour", num_classes=K,
+                      imagenet_c=root / "c", batch_size=8, threads=1,
+                      pixmix_compat=True, corruptions=["fog"]), model=ColourModel(cols), log=lambda m: None)
     assert "pixmix-compat" in compat["protocol"]["imagenet_c"]
     assert compat["imagenet_c"]["missing"] and "mce" not in compat["imagenet_c"]
 
@@ -207,19 +214,19 @@ def test_missing_severity_and_wrong_class_count_fail_clearly(imagenet_c_tree, tm
     partial = tmp_path / "partial"
     write_tree(partial / "fog" / "1", lambda k, i: cols[k], [f"n{k:08d}" for k in range(K)], 1)
     with pytest.raises(ValueError, match="fog has severities \\[1\\], expected 1-5"):
-        evaluate("m", tmp_path / "o", num_classes=K, imagenet_c=partial, model=ColourModel(cols))
+        evaluate(EvalConfig("m", tmp_path / "o", num_classes=K, imagenet_c=partial), model=ColourModel(cols))
     with pytest.raises(ValueError, match="4 class folders, the model 1000 outputs"):
-        evaluate("m", tmp_path / "o", num_classes=1000, imagenet_c=root / "c",
-                 corruptions=["fog"], model=ColourModel(palette(1000)))
+        evaluate(EvalConfig("m", tmp_path / "o", num_classes=1000, imagenet_c=root / "c",
+                 corruptions=["fog"]), model=ColourModel(palette(1000)))
     with pytest.raises(ValueError, match="nothing to evaluate"):
-        evaluate("m", tmp_path / "o", model=ColourModel(cols))
+        evaluate(EvalConfig("m", tmp_path / "o"), model=ColourModel(cols))
     bad = tmp_path / "bad"
     write_tree(bad / "fog" / "1", lambda k, i: cols[k], ["n0"], 1)
     (bad / "fog" / "1" / "n0" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     for s in range(2, 6):
         write_tree(bad / "fog" / str(s), lambda k, i: cols[k], ["n0"], 1)
     with pytest.raises(ValueError, match="broken.JPEG"):
-        evaluate("m", tmp_path / "o", num_classes=1, imagenet_c=bad, model=ColourModel(cols[:1]))
+        evaluate(EvalConfig("m", tmp_path / "o", num_classes=1, imagenet_c=bad), model=ColourModel(cols[:1]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,9 +250,9 @@ def test_subset_masks_route_folder_labels_to_the_right_logits(thousand, tmp_path
         # next folder's class (known mistakes)
         write_tree(tmp_path / key, lambda k, i: cols[idx[(k + 1) % 200]] if k < 5 else
                    cols[idx[k]], [names[j] for j in idx], 1, size=16)
-    res = evaluate("m", tmp_path / "ev", num_classes=1000, imagenet_r=tmp_path / "imagenet_r",
-                   imagenet_a=tmp_path / "imagenet_a", model=ColourModel(cols), batch_size=50,
-                   threads=1)
+    res = evaluate(EvalConfig("m", tmp_path / "ev", num_classes=1000, imagenet_r=tmp_path / "imagenet_r",
+                   imagenet_a=tmp_path / "imagenet_a", batch_size=50,
+                   threads=1), model=ColourModel(cols))
     assert res["imagenet_r"]["error"] == pytest.approx(2.5)  # 5 / 200
     assert res["imagenet_a"]["error"] == pytest.approx(2.5)
     assert res["imagenet_r"]["n"] == 200
@@ -258,8 +265,8 @@ def test_imagenet_o_scores_against_val_of_its_classes(thousand, tmp_path):
     write_tree(tmp_path / "o", lambda k, i: (31 + 22 * (k % 9), 31 + 22 * (k // 9 % 9),
                                              31 + 22 * (k // 81 % 9)),
                [names[j] for j in IMAGENET_O], 1, size=16)
-    res = evaluate("m", tmp_path / "ev", num_classes=1000, imagenet_val=root / "val",
-                   imagenet_o=tmp_path / "o", model=ColourModel(cols), batch_size=100, threads=1)
+    res = evaluate(EvalConfig("m", tmp_path / "ev", num_classes=1000, imagenet_val=root / "val",
+                   imagenet_o=tmp_path / "o", batch_size=100, threads=1), model=ColourModel(cols))
     o = res["imagenet_o"]
     assert (o["n_out"], o["n_in"]) == (200, 200)  # the val images of the 200 O classes
     assert res["clean"]["error"] == 0.0
@@ -283,8 +290,7 @@ def test_cifar_c_mean_error(tmp_path):
             imgs[r] = cols[(y + 1) % 10] if r < n_wrong else cols[y]
         np.save(tmp_path / f"{c}.npy", imgs)
         expected[c] = 100 * n_wrong / len(labels)
-    res = evaluate("m", tmp_path / "ev", num_classes=10, cifar_c=tmp_path,
-                   model=ColourModel(cols, mean=(0.5,) * 3, std=(0.5,) * 3))
+    res = evaluate(EvalConfig("m", tmp_path / "ev", num_classes=10, cifar_c=tmp_path), model=ColourModel(cols, mean=(0.5,) * 3, std=(0.5,) * 3))
     assert res["cifar_c"]["per_corruption"] == pytest.approx(expected)
     assert res["cifar_c"]["mean_error"] == pytest.approx(np.mean(list(expected.values())))
 
@@ -419,8 +425,8 @@ def test_measure_alexnet_normalises_mfr_to_100_for_alexnet_itself(tmp_path):
     for p in P_PERTURBATIONS:
         frames = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(4)]
         _write_video(tmp_path / "p" / p / "n0" / "v.mp4", frames, size=64)
-    res = evaluate("alexnet.pth", tmp_path / "ev", imagenet_p=tmp_path / "p",
-                   measure_alexnet=str(tmp_path / "alexnet.pth"), model=alex, log=lambda m: None)
+    res = evaluate(EvalConfig("alexnet.pth", tmp_path / "ev", imagenet_p=tmp_path / "p",
+                   measure_alexnet=str(tmp_path / "alexnet.pth")), model=alex, log=lambda m: None)
     norm = json.loads((tmp_path / "ev" / "alexnet_p.json").read_text())
     assert set(norm["fp"]) == set(P_PERTURBATIONS)
     ip = res["imagenet_p"]
@@ -434,12 +440,11 @@ def test_corrupt_on_the_fly_equals_the_written_set(imagenet_c_tree, tmp_path):
 
     root, cols = imagenet_c_tree
     names = ["contrast", "gaussian_noise"]
-    fly = evaluate("m", tmp_path / "fly", num_classes=K, imagenet_val=root / "val",
-                   corrupt_on_the_fly=True, corruptions=names, model=ColourModel(cols),
-                   batch_size=10, threads=1, log=lambda m: None)
+    fly = evaluate(EvalConfig("m", tmp_path / "fly", num_classes=K, imagenet_val=root / "val",
+                   corrupt_on_the_fly=True, corruptions=names,
+                   batch_size=10, threads=1), model=ColourModel(cols), log=lambda m: None)
     make_corrupted(root / "val", tmp_path / "written", names, progress=False)
-    disk = evaluate("m", tmp_path / "disk", num_classes=K, imagenet_c=tmp_path / "written",
-                    model=ColourModel(cols), batch_size=10, threads=1, log=lambda m: None)
+    disk = evaluate(EvalConfig("m", tmp_path / "disk", num_classes=K, imagenet_c=tmp_path / "written", batch_size=10, threads=1), model=ColourModel(cols), log=lambda m: None)
     assert "in memory" in fly["protocol"]["imagenet_c"] and fly["imagenet_c"]["generated"]
     for c in names:
         for s in "12345":
@@ -447,17 +452,17 @@ def test_corrupt_on_the_fly_equals_the_written_set(imagenet_c_tree, tmp_path):
                 disk["imagenet_c"]["cells"][c][s]["error"]), (c, s)
     assert fly["imagenet_c"]["cells"]["gaussian_noise"]["5"]["error"] > 15.0  # noise hurts
     with pytest.raises(ValueError, match="--corrupt-on-the-fly corrupts --imagenet-val"):
-        evaluate("m", tmp_path / "x", num_classes=K, corrupt_on_the_fly=True,
-                 imagenet_c=root / "c", model=ColourModel(cols))
+        evaluate(EvalConfig("m", tmp_path / "x", num_classes=K, corrupt_on_the_fly=True,
+                 imagenet_c=root / "c"), model=ColourModel(cols))
 
 
 def test_input_protocol_options_reach_every_set(imagenet_c_tree, tmp_path):
     """--resize/--crop/--mean/--std: a 32 px model normalised with 0.5 sees what it expects."""
     root, cols = imagenet_c_tree
     model = ColourModel(cols, mean=(0.5,) * 3, std=(0.5,) * 3)
-    res = evaluate("m", tmp_path / "ev", num_classes=K, imagenet_val=root / "val",
-                   imagenet_c=root / "c", corruptions=["fog"], model=model, resize=36, crop=32,
-                   mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=8, threads=1, log=lambda m: None)
+    res = evaluate(EvalConfig("m", tmp_path / "ev", num_classes=K, imagenet_val=root / "val",
+                   imagenet_c=root / "c", corruptions=["fog"], resize=36, crop=32,
+                   mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=8, threads=1), model=model, log=lambda m: None)
     assert res["clean"]["error"] == pytest.approx(15.0)
     fog = CORRUPTIONS.index("fog")
     for s in range(1, 6):
@@ -466,7 +471,5 @@ def test_input_protocol_options_reach_every_set(imagenet_c_tree, tmp_path):
     assert res["protocol"]["clean"] == "Resize(36) + CenterCrop(32)"
     assert "0.5" in res["protocol"]["normalisation"]
     # the ImageNet normalisation on this model would shift every colour: errors change
-    other = evaluate("m", tmp_path / "ev2", num_classes=K, imagenet_val=root / "val",
-                     model=model, resize=36, crop=32, batch_size=8, threads=1,
-                     log=lambda m: None)
+    other = evaluate(EvalConfig("m", tmp_path / "ev2", num_classes=K, imagenet_val=root / "val", resize=36, crop=32, batch_size=8, threads=1), model=model, log=lambda m: None)
     assert other["clean"]["error"] != pytest.approx(15.0)

@@ -14,7 +14,7 @@ from torchvision import transforms
 from ipmix_dali.executors import float_ops as fo
 from ipmix_dali.ops.levels import get_ab
 from ipmix_dali.rng import make_rng
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

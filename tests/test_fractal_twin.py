@@ -1,4 +1,4 @@
-"""The GPU fractal renderer (kernels/fractal.cu, ipmix_dali/fractal_gpu.py) equals the NumPy
+"""The GPU fractal renderer (kernels/fractal.cu, ipmix_dali/mixing/fractals_gpu.py) equals the NumPy
 renderer (builtin_mixing.render_fractals) pixel for pixel.
 
 Without a GPU the kernels run in the CPU emulator (kernels/emulator.py) through the same driver
@@ -7,10 +7,10 @@ CuPy path is compared at 256 px for several seeds.
 """
 import numpy as np
 import pytest
-from ipmix_dali.kernels.emulator import EmulatedModule
 
-from ipmix_dali import builtin_mixing as bm
-from ipmix_dali import fractal_gpu as fg
+from ipmix_dali.kernels.emulator import EmulatedModule
+from ipmix_dali.mixing import fractals as bm
+from ipmix_dali.mixing import fractals_gpu as fg
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,9 @@ def test_packing_shapes():
 
 
 def test_no_gpu_is_a_one_line_value_error():
-    if fg.gpu_available():
+    from ipmix_dali.device import gpu_available
+
+    if gpu_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="no CUDA GPU available for --device gpu: use --device cpu"):
         fg.render_fractals_gpu(1, 64)

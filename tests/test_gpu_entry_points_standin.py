@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ipmix_dali import augment, cupy_standin
-from ipmix_dali.builtin_mixing import builtin_mixing_bank, render_fractals
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
+from ipmix_dali.mixing.fractals import render_fractals
+from ipmix_dali.tools.samples import sample_photos
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def photos():
 
 def test_bench_gpu_runs(tmp_path):
     """bench-gpu's whole GPU path (the stage, the executor with float16 output, fractals)."""
-    from ipmix_dali.bench_gpu import run_gpu_bench
+    from ipmix_dali.bench.gpu import run_gpu_bench
 
     out = tmp_path / "gpu.json"
     with cupy_standin.installed(mode="emulate"):
@@ -80,7 +81,7 @@ def test_single_op_entry_points(photos):
 
 
 def test_fractals_on_the_gpu_path():
-    from ipmix_dali.fractal_gpu import render_fractals_gpu
+    from ipmix_dali.mixing.fractals_gpu import render_fractals_gpu
 
     with cupy_standin.installed(mode="emulate"):
         got = render_fractals_gpu(2, 48, seed=3)
@@ -105,7 +106,7 @@ def test_cli_gpu_commands(tmp_path):
     from PIL import Image
 
     from ipmix_dali.cli import main
-    from ipmix_dali.samples import write_jpeg_tree
+    from ipmix_dali.tools.samples import write_jpeg_tree
 
     src = tmp_path / "src"
     write_jpeg_tree(src, classes=1, per_class=2, size=(40, 36), seed=2)

@@ -4,7 +4,7 @@ growing back into hundreds of small launches and copies (bench/results/gpu_host_
 has the numbers; ``ipmix-dali bench-gpu --host-only`` prints them)."""
 import pytest
 
-from ipmix_dali.bench_gpu import stage_host_rows
+from ipmix_dali.bench.gpu import stage_host_rows
 
 MAX_DEVICE_OPS = 200
 

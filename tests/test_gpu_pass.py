@@ -18,11 +18,11 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {MISSING!r}:
             raise ImportError(f"{{name}} is not on the GPU machine")
 sys.meta_path.insert(0, Block())
-import ipmix_dali.cli, ipmix_dali.bench_gpu, ipmix_dali.bench, ipmix_dali.bench_train
-import ipmix_dali.pipeline, ipmix_dali.loader, ipmix_dali.train.engine
-import ipmix_dali.executors.cupy_exec, ipmix_dali.fractal_gpu
-from ipmix_dali.samples import sample_photos, write_jpeg_tree
-from ipmix_dali.builtin_mixing import builtin_mixing_bank
+import ipmix_dali.cli, ipmix_dali.bench.gpu, ipmix_dali.bench.pipeline, ipmix_dali.bench.train
+import ipmix_dali.pipeline, ipmix_dali.loader, ipmix_dali.train.loop
+import ipmix_dali.executors.cupy_exec, ipmix_dali.mixing.fractals_gpu
+from ipmix_dali.tools.samples import sample_photos, write_jpeg_tree
+from ipmix_dali.mixing import builtin_mixing_bank
 print(sample_photos(2, 32, seed=1).sum(), builtin_mixing_bank(count=2, side=40).side)
 """
 
@@ -35,7 +35,7 @@ def test_pass_modules_import_without_the_missing_packages(tmp_path):
     proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from ipmix_dali.samples import sample_photos
+    from ipmix_dali.tools.samples import sample_photos
 
     assert proc.stdout.split()[0] == str(sample_photos(2, 32, seed=1).sum())
 
@@ -43,7 +43,7 @@ def test_pass_modules_import_without_the_missing_packages(tmp_path):
 def test_photos_folder_gives_the_same_pictures(monkeypatch):
     import sklearn.datasets
 
-    from ipmix_dali import samples
+    from ipmix_dali.tools import samples
 
     want = samples.shipped_photographs()
     monkeypatch.setenv("IPMIX_DALI_PHOTOS",

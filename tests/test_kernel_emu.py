@@ -2,9 +2,9 @@
 their NumPy twins (ops/masks.py, float_ops.to_uint8_wrap) element for element."""
 import numpy as np
 import pytest
-from ipmix_dali.kernels.emulator import EmulatedModule
 
 from ipmix_dali.executors import float_ops as fo
+from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.ops import masks
 
 

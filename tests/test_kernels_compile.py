@@ -8,8 +8,12 @@ import pytest
 
 from ipmix_dali import cupy_standin
 from ipmix_dali.executors import _kernels
-from ipmix_dali.executors._kernels import (COMPILE_OPTIONS, EMULATOR_CXXFLAGS, nvrtc_compile,
-                                           read_source)
+from ipmix_dali.executors._kernels import (
+    COMPILE_OPTIONS,
+    EMULATOR_CXXFLAGS,
+    nvrtc_compile,
+    read_source,
+)
 from ipmix_dali.kernels import kernel_sources
 
 SOURCES = [p.name for p in kernel_sources()]

@@ -6,7 +6,7 @@ twin layermix_ops.apply_layermix_op_np bit for bit.
 "Bit for bit" here means equal float32 bit patterns (the sign of zero included) everywhere except
 at NaNs, where only the positions must agree (NaN payloads are hardware-specific).
 
-Images: photo crops (ipmix_dali.samples.sample_photos) at 32 px, two at 48, 64 and 224 px,
+Images: photo crops (ipmix_dali.tools.samples.sample_photos) at 32 px, two at 48, 64 and 224 px,
 the uint8 edge images of test_layermix_ops (noise, constant, constant channel, all 0, all 1,
 equalize's step == 0 / step == 1 channels, two levels, ramp), float images outside [0, 1]
 (negative values, constant out-of-range channel, -0.0, subnormals, huge values that wrap in
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ipmix_dali.kernels.emulator import EmulatedModule
 
 from ipmix_dali.executors import cupy_layermix as cl
 from ipmix_dali.executors import layermix_ops as lm
 from ipmix_dali.executors.cupy_ops import execute_plan
+from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.ops.table import LAYERMIX_OP_ID, LAYERMIX_OPS, layermix_param
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 

@@ -2,7 +2,7 @@
 kernels/emulator.py, with exactly the host preparation and launch sequence of the CuPy path
 (cupy_ops.prepare_pil_op + execute_plan), against np_ops bit for bit.
 
-Images: photo crops (ipmix_dali.samples.sample_photos) at 32 and 64 px, the edge images of
+Images: photo crops (ipmix_dali.tools.samples.sample_photos) at 32 and 64 px, the edge images of
 test_np_ops (constant, all 0, all 255, one constant channel, two grey levels), and noise / few
 levels / ramps at odd shapes (non-square, 3x2, 1x1). Parameters: the spreads of test_np_ops
 (every image with every parameter, in one batch per op), parameters far outside the reference
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ipmix_dali.kernels.emulator import EmulatedModule
 from test_np_ops import _edge_cases, _odd_batches, _off_range_param, _params
 
 from ipmix_dali.executors import cupy_ops, np_ops
+from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.ops import table
 from ipmix_dali.ops.table import PIL_OPS
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 KERNEL_FILES = ("lut_ops.cu", "affine.cu", "enhance.cu")
 

@@ -2,7 +2,7 @@
 
 Natural images (crops of scikit-learn's two sample photographs, resized to 224 and 32) plus edge
 cases (constant, all 0, all 255, one constant channel, two-level image), with parameters spread
-over the reference ranges of spec 1.3 and beyond. The contract of ops.table.TOLERANCE (LUT and
+over the reference ranges of docs/augmentations.md §1.3 and beyond. The contract of ops.table.TOLERANCE (LUT and
 histogram ops exact; geometry and enhance ops off by at most 1 on at most 0.1% of the pixels) is
 asserted everywhere; on x86-64, where Pillow's C float code is built without fused multiply-add,
 every op is asserted bit-exact.
@@ -25,7 +25,7 @@ EXACT_FLOAT = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def pil_ref(name: str, img: np.ndarray, p: float) -> np.ndarray:
-    """The PIL call of spec 1.3 for one image (what the reference repositories run)."""
+    """The PIL call of docs/augmentations.md §1.3 for one image (what the reference repositories run)."""
     im = Image.fromarray(img)
     size = im.size
     if name == "autocontrast":

@@ -7,7 +7,7 @@ from PIL import Image
 
 from ipmix_dali.corruptions.params import PRESETS
 from ipmix_dali.corruptions.pil_resample import box_resize, box_taps, vertical_pass_first
-from ipmix_dali.samples import sample_photos
+from ipmix_dali.tools.samples import sample_photos
 
 IMAGENET_PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
 CIFAR_PIXELATE = (0.95, 0.9, 0.85, 0.75, 0.65)

@@ -9,13 +9,12 @@ pytest.importorskip("nvidia.dali")
 torch = pytest.importorskip("torch")
 
 from ipmix_dali import make_config  # noqa: E402
-from ipmix_dali.builtin_mixing import builtin_mixing_bank  # noqa: E402
-from ipmix_dali.datasets import (check_image_file, read_file_list,  # noqa: E402
-                                 scan_image_folder)
+from ipmix_dali.datasets import check_image_file, read_file_list, scan_image_folder  # noqa: E402
 from ipmix_dali.executors import get_executor  # noqa: E402
 from ipmix_dali.loader import train_loader, val_loader  # noqa: E402
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.pipeline import AugmentStage, iters_per_epoch  # noqa: E402
-from ipmix_dali.samples import photo_like_image, write_jpeg_tree  # noqa: E402
+from ipmix_dali.tools.samples import photo_like_image, write_jpeg_tree
 
 BATCH = 4
 

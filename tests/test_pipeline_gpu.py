@@ -8,12 +8,12 @@ pytest.importorskip("nvidia.dali")
 torch = pytest.importorskip("torch")
 
 from ipmix_dali import make_config  # noqa: E402
-from ipmix_dali.builtin_mixing import builtin_mixing_bank  # noqa: E402
 from ipmix_dali.datasets import scan_image_folder  # noqa: E402
 from ipmix_dali.executors import get_executor  # noqa: E402
 from ipmix_dali.loader import train_loader, val_loader  # noqa: E402
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.pipeline import AugmentStage  # noqa: E402
-from ipmix_dali.samples import write_jpeg_tree  # noqa: E402
+from ipmix_dali.tools.samples import write_jpeg_tree
 
 pytestmark = pytest.mark.gpu
 

@@ -9,8 +9,16 @@ import pytest
 
 from ipmix_dali import make_config, make_rng, sample_plan
 from ipmix_dali.ops.levels import get_ab
-from ipmix_dali.ops.table import (AUGMIX_OPS, AUGMIX_OPS_ALL, IPMIX_OPS, IPMIX_OPS_ALL,
-                                  LAYERMIX_OP_ID, LAYERMIX_OPS, MIX_OP_ID, PIL_OP_ID)
+from ipmix_dali.ops.table import (
+    AUGMIX_OPS,
+    AUGMIX_OPS_ALL,
+    IPMIX_OPS,
+    IPMIX_OPS_ALL,
+    LAYERMIX_OP_ID,
+    LAYERMIX_OPS,
+    MIX_OP_ID,
+    PIL_OP_ID,
+)
 
 N = 8000  # samples per plan; with views/chains/steps every check sees >= 10^4 draws
 
@@ -238,7 +246,9 @@ def test_same_seed_same_plan(method):
 
 def test_config_errors():
     with pytest.raises(ValueError, match="patch size 224 exceeds image_size 32"):
-        make_config("ipmix", "imagenet", image_size=32)
+        make_config("ipmix", "imagenet", image_size=32, patch_sizes=(4, 224))
+    # without explicit patch sizes, a smaller crop keeps the reference's sizes that fit it
+    assert make_config("ipmix", "imagenet", image_size=32).patch_sizes == (4, 8, 16, 32)
     with pytest.raises(ValueError, match="no option"):
         make_config("ipmix", bogus=1)
     with pytest.raises(ValueError, match="needs a mixing set"):

@@ -16,8 +16,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("nvidia.dali")
 
 from ipmix_dali.cli import main  # noqa: E402
-from ipmix_dali.samples import write_jpeg_tree  # noqa: E402
-from ipmix_dali.train.engine import TrainConfig, train  # noqa: E402
+from ipmix_dali.tools.samples import write_jpeg_tree
+from ipmix_dali.train.config import TrainConfig  # noqa: E402
+from ipmix_dali.train.loop import train  # noqa: E402
 
 
 def _synthetic(out, **kw):
@@ -136,7 +137,7 @@ def test_bad_values_are_one_line_errors(tmp_path, capsys, argv, fragments):
 def test_on_off_flags_have_both_forms():
     import argparse
 
-    from ipmix_dali.train.engine import add_train_arguments, config_from_args
+    from ipmix_dali.train.config import add_train_arguments, config_from_args
 
     p = add_train_arguments(argparse.ArgumentParser())
     cfg = config_from_args(p.parse_args(["--data", "x", "--no-nesterov", "--no-tensorboard",
@@ -237,7 +238,7 @@ def test_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch):
 
     state = {"model": {"w": torch.zeros(1 << 20)}, "step": 1}  # 4 MiB
     first = save_checkpoint(str(tmp_path), 1, state)
-    real_fdopen = os.fdopen
+    real_open = open
 
     class Full(io.RawIOBase):
         def __init__(self, f):
@@ -262,14 +263,15 @@ def test_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch):
             self.f.close()
             super().close()
 
-    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    monkeypatch.setattr(atomic, "open", lambda path, mode: Full(real_open(path, mode)),
+                        raising=False)
     with pytest.raises(DiskFullError) as info:
         save_checkpoint(str(tmp_path), 2, state)
     message = str(info.value)
     assert "\n" not in message and "checkpoint_step000000002.pt" in message
     assert "needs about 4 MiB" in message and f"the previous checkpoint {first} is intact" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__
-    monkeypatch.setattr(atomic.os, "fdopen", real_fdopen)
+    monkeypatch.delattr(atomic, "open")
     path, loaded = load_latest(str(tmp_path))
     assert path == first and loaded["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_step000000001.pt"]  # no temp

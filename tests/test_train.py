@@ -40,8 +40,8 @@ def test_warmup_cosine_values():
 
 @pytest.fixture(scope="module")
 def run_data(tmp_path_factory):
-    from ipmix_dali.builtin_mixing import write_fractal_set
-    from ipmix_dali.samples import write_jpeg_tree
+    from ipmix_dali.mixing.builtin import write_fractal_set
+    from ipmix_dali.tools.samples import write_jpeg_tree
 
     root = tmp_path_factory.mktemp("trainer")
     write_jpeg_tree(root / "data" / "train", classes=3, per_class=6, size=(96, 80), seed=1)
@@ -176,7 +176,7 @@ def test_two_process_dali_shards_and_all_reduced_validation(run_data, tmp_path):
 def test_recipe_then_flags():
     import argparse
 
-    from ipmix_dali.train.engine import RECIPES, add_train_arguments, config_from_args
+    from ipmix_dali.train.config import RECIPES, add_train_arguments, config_from_args
 
     p = add_train_arguments(argparse.ArgumentParser())
     cfg = config_from_args(p.parse_args(["--recipe", "resnet50-90ep", "--data", "x"]))
@@ -196,21 +196,22 @@ def test_recipe_then_flags():
 def test_init_weights_loads_released_formats_and_names_mismatches(tmp_path):
     import torchvision
 
-    from ipmix_dali.train.engine import TrainConfig, _model
+    from ipmix_dali.train.config import TrainConfig
+    from ipmix_dali.train.loop import build_model
 
     src = torchvision.models.resnet18(num_classes=4)
     released = {"state_dict": {"module." + k: v for k, v in src.state_dict().items()}}
     torch.save(released, tmp_path / "released.pth")  # the IPMix/PixMix checkpoint layout
-    model = _model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 4)
+    model = build_model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 4)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  src.state_dict().values()))
     with pytest.raises(ValueError, match="does not fit resnet18 with 10 classes"):
-        _model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 10)
+        build_model(TrainConfig(arch="resnet18", init_weights=str(tmp_path / "released.pth")), 10)
 
 
 def test_aug_options_reach_the_method_config():
     from ipmix_dali.config import make_config
-    from ipmix_dali.train.engine import parse_aug_options
+    from ipmix_dali.train.config import parse_aug_options
 
     opts = parse_aug_options("k=2,t=1,beta=3.5,all_ops=true,patch_sizes=4:8:16,overflow=clip")
     assert opts == {"k": 2, "t": 1, "beta": 3.5, "all_ops": True, "patch_sizes": (4, 8, 16),

@@ -1,5 +1,11 @@
 """The trainer on the DALI pipeline: ``ipmix-dali train`` / ``python -m ipmix_dali.train``.
 
-``engine.py`` is the loop (read it top to bottom); ``losses.py`` the JSD loss; ``schedule.py``
-the per-step warmup + cosine; ``checkpoint.py`` atomic checkpoints and resume.
+* ``config.py``: :class:`TrainConfig` (every flag, with its help text), the recipes, the checks
+  that run before any work, the command line;
+* ``loop.py``: the run, read top to bottom (data, model, optimizer, resume, epochs,
+  checkpoints), ``train_one_epoch`` and ``evaluate``;
+* ``metrics.py``: what is recorded per step and epoch (metrics.jsonl, TensorBoard, progress);
+* ``checkpoint.py``: atomic checkpoints and resume; ``distributed.py``: torchrun / DDP;
+  ``losses.py``: the JSD loss; ``schedule.py``: warmup + cosine; ``synthetic.py``: ``--data
+  synthetic``.
 """

@@ -1,4 +1,4 @@
-"""Training losses: cross-entropy with label smoothing, and the JSD consistency loss (spec 1.5)."""
+"""Training losses: cross-entropy with label smoothing, and the JSD consistency loss (docs/augmentations.md §1.5)."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,7 @@
 """Fidelity and speed against ``imagecorruptions`` (bethgelab, PyPI 1.1.2), the community's CPU
 implementation of the ImageNet-C corruptions (``ipmix-dali bench-corruptions``).
 
-imagecorruptions needs three runtime shims on a current stack (robustness_eval.md 6.2):
+imagecorruptions needs three runtime shims on a current stack (docs/evaluation.md §6.2):
 ``pkg_resources`` (gone from setuptools >= 81), ``np.float_`` (gone in NumPy 2) and scikit-image's
 removed ``multichannel=`` keyword. It draws from NumPy's global legacy generator; for the
 comparison our corruptions get a generator over the same legacy stream (``LegacyRng``), seeded

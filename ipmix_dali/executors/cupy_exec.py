@@ -32,8 +32,15 @@ import math
 import numpy as np
 
 from ..ops.table import MIX_OP_ID
-from ..plans import PARTNER_AUGMENTED, Plan
-from .base import check_inputs, output_array
+from ..plans import Plan
+from .base import (
+    augmented_partners,
+    check_inputs,
+    ipmix_schedule,
+    layermix_schedule,
+    output_array,
+    pixmix_schedule,
+)
 from .cupy_ops import BLOCK, MAX_GRID, OpPlan, prepare_pil_op
 
 __all__ = ["CupyExecutor", "Program"]
@@ -370,13 +377,10 @@ class CupyExecutor:
         self._emit_combine(prog, x, y, plan, cfg, out)
 
     def _ipmix(self, prog, x, pics, plan, cfg, out):
-        n, (v, k, t) = x.shape[0], plan.op.shape[1:]
+        v, k, t = plan.op.shape[1:]
         h, w = x.shape[1:3]
         y = self._chains(prog, x, v * k)
-        sample = np.repeat(_rows(n), v * k)
-        flat = {name: plan.arrays[name].reshape(n * v * k, t) for name in (
-            "op", "param", "mix_op", "left", "top", "width", "height", "a", "b", "mask_p",
-            "mask_seed", "partner", "partner_op", "partner_param")}
+        sample, flat = ipmix_schedule(plan)
         out_mode = _OUT_WRAP_U8 if cfg.overflow == "wrap" else _OUT_CLIP_U8
         for s in range(t):
             rows = np.nonzero(flat["mix_op"][:, s] >= 0)[0]
@@ -386,7 +390,7 @@ class CupyExecutor:
                 continue
             # The step's chain ops and its augmented partners' ops in one pass.
             prow, partner_b = self._partners(
-                prog, x, sample[rows], flat["partner"][rows, s] == PARTNER_AUGMENTED,
+                prog, x, sample[rows], augmented_partners("ipmix", flat, rows, s),
                 flat["partner_op"][rows, s], flat["partner_param"][rows, s],
                 chain=(y, flat["op"][:, s], flat["param"][:, s]))
             top, left = flat["top"][rows, s].astype(np.int64), flat["left"][rows, s].astype(np.int64)
@@ -423,22 +427,19 @@ class CupyExecutor:
 
     def _pixmix(self, prog, x, pics, plan, cfg, out):
         n, v = plan.rounds.shape
-        sample = np.repeat(_rows(n), v)
+        sample, flat = pixmix_schedule(plan)
         start = self._chains(prog, x, v)
         self._ops_in_place(prog, prepare_pil_op, start, plan.start_op.ravel(),
                            plan.start_param.ravel())
         z = prog.buffer(start.shape, np.float32)
         prog.launch(_MIX_FILE, "mix_to_float", math.prod(start.shape), start, z,
                     np.int64(math.prod(start.shape)))
-        r_max = plan.mix_op.shape[2]
-        flat = {key: plan.arrays[key].reshape(n * v, r_max)
-                for key in ("mix_op", "partner_aug", "partner_op", "partner_param", "a", "b")}
-        for r in range(r_max):
+        for r in range(flat["mix_op"].shape[1]):
             rows = np.nonzero(flat["mix_op"][:, r] >= 0)[0]
             if len(rows) == 0:
                 continue
             prow, partner_b = self._partners(prog, x, sample[rows],
-                                             flat["partner_aug"][rows, r] == 1,
+                                             augmented_partners("pixmix", flat, rows, r),
                                              flat["partner_op"][rows, r],
                                              flat["partner_param"][rows, r])
             self._mix_full(prog, z, rows, pics, partner_b, None, prow, flat["mix_op"][rows, r],
@@ -449,16 +450,13 @@ class CupyExecutor:
         from .cupy_layermix import prepare_layermix_op, prepare_to_float
 
         n, v = plan.steps.shape
-        sample = np.repeat(_rows(n), v)
+        sample, f = layermix_schedule(plan)
         xf = prog.buffer(x.shape, np.float32)
         prog.add_op_plan(prepare_to_float(x.shape), x, xf)
         img = prog.buffer((n * v,) + tuple(x.shape[1:]), np.float32)
         self._copy_rows(prog, xf, sample, img, _rows(n * v))
-        op, steps = plan.op.ravel(), plan.steps.ravel()
-        param = plan.param.reshape(n * v, 3)
-        blend = plan.blend_op.reshape(n * v, 2)
-        a, b = plan.a.reshape(n * v, 2), plan.b.reshape(n * v, 2)
-        mp, ms = plan.mask_p.reshape(n * v, 2), plan.mask_seed.reshape(n * v, 2)
+        op, steps, param, blend = f["op"], f["steps"], f["param"], f["blend"]
+        a, b, mp, ms = f["a"], f["b"], f["mask_p"], f["mask_seed"]
         self._ops_in_place(prog, prepare_layermix_op, img, op, param[:, 0])
         rows = np.nonzero(steps >= 1)[0]
         if len(rows):

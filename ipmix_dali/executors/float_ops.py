@@ -1,7 +1,7 @@
 """The float stages of the reference code, in NumPy float32 with the reference's operation order.
 
 The reference runs these in torch on float32 CPU tensors: ``ToTensor`` (x / 255), the pixel-mixing
-ops of spec 1.4, ``Normalize`` ((x - mean) / std), the Dirichlet/Beta combination, and
+ops of docs/augmentations.md §1.4, ``Normalize`` ((x - mean) / std), the Dirichlet/Beta combination, and
 ``ToPILImage``'s ``mul(255).byte()`` cast. Elementwise +, -, *, / are IEEE-exact in both libraries,
 so these functions reproduce torch bit for bit, except ``**`` (multiply), where NumPy's and torch's
 ``pow`` may differ in the last ulp (measured in ``tests/test_fidelity_torch.py``, see

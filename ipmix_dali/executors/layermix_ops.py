@@ -1,6 +1,6 @@
 """LayerMix's 12 image ops: the torchvision v2 reference and a batched NumPy twin.
 
-LayerMix (ahmadmughees/LayerMix, spec section 5.2) runs its ops with
+LayerMix (ahmadmughees/LayerMix, docs/augmentations.md §5.2) runs its ops with
 ``torchvision.transforms.v2.functional`` on float32 CHW tensors in [0, 1] (images enter as
 ``ToImage()`` + ``ToDtype(float32, scale=True)`` of uint8 RGB). :func:`apply_layermix_op_torch` is
 that reference, one image at a time, calling torchvision exactly as LayerMix's op wrappers do.

@@ -1,9 +1,9 @@
-"""NumPy batch versions of the 15 PIL ops of AugMix / PixMix / IPMix (spec section 1.3).
+"""NumPy batch versions of the 15 PIL ops of AugMix / PixMix / IPMix (docs/augmentations.md §1.3).
 
 Every function takes ``images`` (uint8, (n, H, W, 3), the reference uses H == W == S) and
 ``params`` (float64, (n,), already mapped by :mod:`ipmix_dali.ops.table`) and returns a NEW uint8
 array of the same shape; the input is never modified. Row ``i`` of the result is what the PIL call
-of spec 1.3 (see :func:`ipmix_dali.executors.reference.pil_apply`) gives for image ``i`` and
+of docs/augmentations.md §1.3 (see :func:`ipmix_dali.executors.reference.pil_apply`) gives for image ``i`` and
 parameter ``params[i]``, reproduced from Pillow's C semantics rather than approximated:
 
 * LUT ops (posterize, solarize, invert, mirror) and histogram ops (autocontrast, equalize) are

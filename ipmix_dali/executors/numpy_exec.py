@@ -14,9 +14,16 @@ import numpy as np
 
 from ..ops import masks
 from ..ops.table import MIX_OP_ID
-from ..plans import PARTNER_AUGMENTED, Plan
+from ..plans import Plan
 from . import float_ops as fo
-from .base import check_inputs, output_array
+from .base import (
+    augmented_partners,
+    check_inputs,
+    ipmix_schedule,
+    layermix_schedule,
+    output_array,
+    pixmix_schedule,
+)
 
 _ADD, _MUL = MIX_OP_ID["add"], MIX_OP_ID["multiply"]
 _PIX, _ELEM = MIX_OP_ID["random_pixels"], MIX_OP_ID["random_elems"]
@@ -214,10 +221,7 @@ class NumpyExecutor:
         shape = x.shape[1:]
         to_u8 = fo.to_uint8_wrap if cfg.overflow == "wrap" else fo.to_uint8_clip
         y = np.broadcast_to(x[:, None, None], (n, v, k) + shape).reshape((n * v * k,) + shape).copy()
-        sample = np.repeat(np.arange(n), v * k)  # sample index of every chain row
-        flat = {name: plan.arrays[name].reshape(n * v * k, t) for name in (
-            "op", "param", "mix_op", "left", "top", "width", "height", "a", "b", "mask_p",
-            "mask_seed", "partner", "partner_op", "partner_param")}
+        sample, flat = ipmix_schedule(plan)  # sample of every chain row, per-row fields
         size = shape[0]
         dirty = np.zeros((n * v * k, 4), dtype=np.int64)  # box where y differs from x
         for s in range(t):
@@ -228,7 +232,7 @@ class NumpyExecutor:
                 continue
             # Partner of each P step: the mixing picture, or one op on the clean input.
             partner = pics[sample[rows]]
-            aug = np.nonzero(flat["partner"][rows, s] == PARTNER_AUGMENTED)[0]
+            aug = np.nonzero(augmented_partners("ipmix", flat, rows, s))[0]
             if len(aug):
                 partner[aug] = apply_ops_grouped(x[sample[rows[aug]]],
                                                  flat["partner_op"][rows[aug], s],
@@ -254,20 +258,17 @@ class NumpyExecutor:
     def _pixmix(self, x, pics, plan, cfg):
         n, v = plan.rounds.shape
         shape = x.shape[1:]
-        sample = np.repeat(np.arange(n), v)
+        sample, flat = pixmix_schedule(plan)
         start_u8 = apply_ops_grouped(x[sample], plan.start_op.ravel(), plan.start_param.ravel())
         z = fo.to_float(start_u8)
         fresh = np.ones(n * v, dtype=bool)  # z is still to_float(start_u8): tables apply to it
-        r_max = plan.mix_op.shape[2]
-        flat = {k: plan.arrays[k].reshape(n * v, r_max)
-                for k in ("mix_op", "partner_aug", "partner_op", "partner_param", "a", "b")}
-        for r in range(r_max):
+        for r in range(flat["mix_op"].shape[1]):
             rows = np.nonzero(flat["mix_op"][:, r] >= 0)[0]
             if len(rows) == 0:
                 continue
             # Partners stay uint8 (the mixing picture or one op on the clean input).
             partner = pics[sample[rows]]
-            aug = np.nonzero(flat["partner_aug"][rows, r] == 1)[0]
+            aug = np.nonzero(augmented_partners("pixmix", flat, rows, r))[0]
             if len(aug):
                 partner[aug] = apply_ops_grouped(x[sample[rows[aug]]],
                                                  flat["partner_op"][rows[aug], r],
@@ -288,14 +289,10 @@ class NumpyExecutor:
 
         n, v = plan.steps.shape
         shape = x.shape[1:]
-        sample = np.repeat(np.arange(n), v)
+        sample, f = layermix_schedule(plan)
         xf = to_float_np(x)[sample]
-        op = plan.op.ravel()
-        steps = plan.steps.ravel()
-        param = plan.param.reshape(n * v, 3)
-        blend = plan.blend_op.reshape(n * v, 2)
-        a, b = plan.a.reshape(n * v, 2), plan.b.reshape(n * v, 2)
-        mp, ms = plan.mask_p.reshape(n * v, 2), plan.mask_seed.reshape(n * v, 2)
+        op, steps, param, blend = f["op"], f["steps"], f["param"], f["blend"]
+        a, b, mp, ms = f["a"], f["b"], f["mask_p"], f["mask_seed"]
         img = apply_layermix_grouped(xf, op, param[:, 0])
         rows = np.nonzero(steps >= 1)[0]
         if len(rows):

@@ -1,6 +1,6 @@
 """The reference executor: the project's ground truth, one sample at a time.
 
-It follows the reference repositories step by step (spec sections 1-5): PIL ops on PIL images
+It follows the reference repositories step by step (docs/augmentations.md §1-5): PIL ops on PIL images
 (hzlsaber/IPMix ``IPMix_utils.py``, andyzoujm/pixmix ``pixmix_utils.py``,
 google-research/augmix ``augmentations.py``), the float stages of ``ToTensor``/mixing/``Normalize``
 in float32 (:mod:`.float_ops`), IPMix's ``patch_mixing`` crop -> mix -> ``ToPILImage`` -> paste,
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from ..ops.table import MIX_OPS, PIL_OPS
 from ..ops import masks
+from ..ops.table import MIX_OPS, PIL_OPS
 from ..plans import IMG, PARTNER_AUGMENTED, Plan
 from . import float_ops as fo
 from .base import check_inputs, output_array

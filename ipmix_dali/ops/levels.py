@@ -1,4 +1,4 @@
-"""Level helpers shared by AugMix, PixMix and IPMix (spec section 1.2), vectorised for plans.
+"""Level helpers shared by AugMix, PixMix and IPMix (docs/augmentations.md §1.2), vectorised for plans.
 
 The reference draws ``sample_level`` again for every op application; so do the samplers, one
 draw per op slot. Integer parameters truncate toward zero exactly like ``int(level * maxval / 10)``.

@@ -1,6 +1,6 @@
 """The op table: every image-level op, its parameter map and the per-method op lists.
 
-Single source of truth for names, op ids, level -> parameter maps and signs (spec section 1.3 for
+Single source of truth for names, op ids, level -> parameter maps and signs (docs/augmentations.md §1.3 for
 the PIL ops of AugMix/PixMix/IPMix, section 5.2 for LayerMix's torchvision float ops, section 1.4
 for the pixel-mixing ops). Executors receive parameters already mapped; they never sample.
 
@@ -59,7 +59,7 @@ class OpSpec:
         return PIL_OP_ID[self.name]
 
 
-# --- PIL ops (AugMix / PixMix / IPMix), spec 1.3. Parameters are what PIL receives. -----------
+# --- PIL ops (AugMix / PixMix / IPMix), docs/augmentations.md §1.3. Parameters are what PIL receives. -----------
 AUTOCONTRAST = OpSpec("autocontrast")  # AugMix/PixMix: no cutoff
 # IPMix: ImageOps.autocontrast(img, 10 - float_parameter(L, 10)), cutoff in percent.
 AUTOCONTRAST_CUTOFF = OpSpec("autocontrast", lambda L, size: 10 - float_parameter(L, 10))
@@ -119,7 +119,7 @@ def sample_ops(rng: np.random.Generator, ops, severity: float, image_size: int, 
     return op_id, param
 
 
-# --- LayerMix ops (torchvision v2 on float CHW images), spec 5.2. -------------------------------
+# --- LayerMix ops (torchvision v2 on float CHW images), docs/augmentations.md §5.2. -------------------------------
 LAYERMIX_OPS: Tuple[str, ...] = (
     "equalize", "posterize", "posterize_increasing", "solarize", "solarize_increasing",
     "autocontrast", "grayscale", "rotate", "shear_x", "shear_y", "translate_x", "translate_y",
@@ -131,7 +131,7 @@ LAYERMIX_MAGNITUDE = {
     "posterize": (lambda size: 4, False),
     "posterize_increasing": (lambda size: 4, False),
     "solarize": (lambda size: 1, False),
-    "solarize_increasing": (lambda size: 1, False),  # called with magnitude 1 - M (spec 5.2)
+    "solarize_increasing": (lambda size: 1, False),  # called with magnitude 1 - M (docs/augmentations.md §5.2)
     "rotate": (lambda size: 30, True),
     "shear_x": (lambda size: 0.3, True),
     "shear_y": (lambda size: 0.3, True),

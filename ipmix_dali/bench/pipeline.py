@@ -23,9 +23,10 @@ import traceback
 
 import numpy as np
 
-from .atomic import atomic_write, write_json
-from .bench_executors import machine_info
-from .config import METHODS, MIXING_METHODS, make_config
+from ..atomic import atomic_write, write_json
+from ..config import METHODS, MIXING_METHODS, make_config
+from ..device import gpu_available
+from .machine import machine_info
 
 __all__ = ["run_bench", "BACKENDS"]
 
@@ -46,9 +47,9 @@ class ReferenceDataset:
         from PIL import Image
         from torchvision import transforms as T
 
-        from .executors.reference import ReferenceExecutor
-        from .plans import sample_plan
-        from .rng import make_rng
+        from ..executors.reference import ReferenceExecutor
+        from ..plans import sample_plan
+        from ..rng import make_rng
 
         cfg = self.config
         crop = T.Compose([T.RandomResizedCrop(cfg.image_size), T.RandomHorizontalFlip()])
@@ -61,7 +62,7 @@ class ReferenceDataset:
                 if mixes else None)
         views = ReferenceExecutor().apply(x, pics, plan)[:, 0]  # (V, H, W, 3)
         if cfg.jsd:
-            from .executors.float_ops import normalize_u8
+            from ..executors.float_ops import normalize_u8
 
             views = np.concatenate([normalize_u8(x, cfg.mean, cfg.std), views])
         return torch.from_numpy(np.ascontiguousarray(views.transpose(0, 3, 1, 2))), \
@@ -92,8 +93,8 @@ def _reference_batches(files, config, bank, batch_size, workers, seed):
 
 
 def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_threads=1):
-    from .executors import get_executor
-    from .loader import train_loader
+    from ..executors import get_executor
+    from ..loader import train_loader
 
     extra = {} if device == "gpu" else {"executor": get_executor("numpy", threads=stage_threads)}
     loader = train_loader(files, config, batch_size=batch_size, bank=bank, device=device,
@@ -136,15 +137,6 @@ def _gpu_peak_mib():
         return round(pool.total_bytes() / 2 ** 20, 1)
     except Exception:
         return None
-
-
-def _gpu_available():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
 
 
 def time_backend(backend, files, config, bank, batch_size, batches, warmup, workers, threads,
@@ -244,9 +236,9 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
               mixing_set=None, out="bench/results/bench_cpu.json", chart=None,
               log=print, stage_threads=1) -> dict:
     """Time every (backend, method) pair; write the JSON result and the PNG chart."""
-    from .datasets import scan_image_folder
-    from .mixing_set import default_cache_dir, load_mixing_bank
-    from .samples import write_jpeg_tree
+    from ..datasets import scan_image_folder
+    from ..mixing.bank import default_cache_dir, load_mixing_bank
+    from ..tools.samples import write_jpeg_tree
 
     for b in backends:
         if b not in BACKENDS:
@@ -264,7 +256,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     if mixing_set:
         bank = load_mixing_bank(mixing_set, side=256, progress=True)
     else:
-        from .builtin_mixing import builtin_mixing_bank
+        from ..mixing.builtin import builtin_mixing_bank
 
         bank = builtin_mixing_bank(count=32, side=256)
     if len(files) < batch_size * (batches + warmup) and "reference" in backends:
@@ -280,7 +272,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                        workers if backend == "reference" else threads}
             if backend == "dali-cpu":
                 row["stage_threads"] = stage_threads
-            if backend == "dali-gpu" and not _gpu_available():
+            if backend == "dali-gpu" and not gpu_available():
                 row["error"] = "no CUDA GPU on this machine"
             else:
                 try:
@@ -329,9 +321,10 @@ def _machine():
     except ImportError:
         info["versions"]["nvidia.dali"] = None
     info["gpu"] = None
-    if _gpu_available():
-        from .bench_gpu import _gpu_info
+    if gpu_available():
         import cupy
+
+        from .machine import gpu_info as _gpu_info
 
         info["gpu"] = _gpu_info(cupy)
     return info

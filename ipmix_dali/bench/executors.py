@@ -6,51 +6,15 @@ set. Each timing is the median of ``repeats`` runs after one warm-up run, on one
 """
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-import subprocess
 import time
 
-
-from .atomic import write_json
-from .config import make_config
-from .executors import get_executor
-from .plans import sample_plan
-from .rng import make_rng
-
-
-def package_versions(modules) -> dict:
-    """``{module: __version__}`` for dotted module names; None where one does not import."""
-    import importlib
-
-    versions = {}
-    for mod in modules:
-        try:
-            versions[mod] = getattr(importlib.import_module(mod), "__version__", None)
-        except Exception:
-            versions[mod] = None
-    return versions
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = package_versions(("numpy", "PIL", "torch", "torchvision"))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
-    except Exception:
-        commit = None
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions, "git_commit": commit}
+from ..atomic import write_json
+from ..config import make_config, mixing_side
+from ..executors import get_executor
+from ..plans import sample_plan
+from ..rng import make_rng
+from .machine import machine_info
 
 
 def _time(fn, repeats):
@@ -71,12 +35,12 @@ def run_executor_bench(methods, preset="imagenet", batch=32, repeats=3, jsd=Fals
         torch.set_num_threads(1)  # LayerMix's reference runs torchvision ops
     except ImportError:
         pass
-    from .builtin_mixing import builtin_mixing_bank
-    from .samples import sample_photos
+    from ..mixing.builtin import builtin_mixing_bank
+    from ..tools.samples import sample_photos
 
     size = make_config("none", preset).image_size
     images = sample_photos(batch, size, seed=1)
-    bank = builtin_mixing_bank(count=16, side=max(256, size + 4) if size > 32 else 36, seed=0)
+    bank = builtin_mixing_bank(count=16, side=mixing_side(size), seed=0)
     rows = []
     for method in methods:
         for use_jsd in ([False, True] if jsd and method != "none" else [False]):

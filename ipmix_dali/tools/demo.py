@@ -23,8 +23,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .atomic import atomic_write, write_json
-from .corruptions import STANDARD
+from ..atomic import atomic_write, write_json
+from ..corruptions import STANDARD
 
 __all__ = ["run_demo", "write_digits_folder", "GROUPS"]
 
@@ -102,11 +102,12 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
              seed: int = 0, threads: int = 2) -> dict:
     import torch
 
-    from .builtin_mixing import write_fractal_set
-    from .eval.runner import Evaluator
-    from .datasets import scan_image_folder
-    from .train.checkpoint import load_latest
-    from .train.engine import TrainConfig, _model, train
+    from ..datasets import scan_image_folder
+    from ..eval.runner import Evaluator
+    from ..mixing.builtin import write_fractal_set
+    from ..train.checkpoint import load_latest
+    from ..train.config import TrainConfig
+    from ..train.loop import build_model, train
 
     t0 = time.perf_counter()
     data, mix = os.path.join(out, "digits"), os.path.join(out, "mixing_set")
@@ -117,7 +118,7 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
     write_fractal_set(mix, 32, 72, seed, "png")
     val_files = scan_image_folder(os.path.join(data, "val"))
     images, labels = _load_folder(val_files)
-    from .corruptions.make import corrupted_arrays
+    from ..corruptions.make import corrupted_arrays
 
     print(f"[demo] corrupting the {len(images)} val images: 15 ImageNet-C corruptions x 5 "
           f"severities", flush=True)
@@ -140,10 +141,10 @@ def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size
                   f"{stop['step']}, checkpointed): no report; rerun `ipmix-dali demo --out "
                   f"{out}` to resume", flush=True)
             return {"stopped": {**stop, "method": method}}
-        model = _model(cfg, val_files.num_classes)
+        model = build_model(cfg, val_files.num_classes)
         _, state = load_latest(cfg.out)
         model.load_state_dict(state["model"])
-        from .config import make_config
+        from ..config import make_config
 
         aug = make_config("none", "cifar")
         ev = Evaluator(model, batch_size=256, log=lambda message: None)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .atomic import atomic_write
-from .config import make_config
-from .executors import get_executor
-from .plans import sample_plan
-from .rng import make_rng
+from ..atomic import atomic_write
+from ..config import make_config, mixing_side
+from ..executors import get_executor
+from ..plans import sample_plan
+from ..rng import make_rng
 
 _LABEL_W = 90
 
@@ -68,8 +68,8 @@ def denormalize(x: np.ndarray, mean, std) -> np.ndarray:
 def render_grid(methods, preset="imagenet", images_dir=None, mixing_dir=None, out="grid.png",
                 rows=2, views=5, seed=0, executor="numpy", all_ops=False,
                 skip_bad_files=False) -> str:
-    from .builtin_mixing import builtin_mixing_bank
-    from .mixing_set import load_mixing_bank
+    from ..mixing.bank import load_mixing_bank
+    from ..mixing.builtin import builtin_mixing_bank
     from .samples import sample_photos
 
     size = make_config("none", preset).image_size
@@ -78,7 +78,7 @@ def render_grid(methods, preset="imagenet", images_dir=None, mixing_dir=None, ou
     else:
         images = load_image_folder(images_dir, size, rows, skip_bad_files)
     rows = len(images)
-    side = max(256, size + 4) if preset == "imagenet" else 36
+    side = mixing_side(size)
     if mixing_dir is None:
         bank = builtin_mixing_bank(count=16, side=side, seed=seed)
     else:

@@ -20,42 +20,28 @@ import time
 
 import numpy as np
 
-from .atomic import write_json
-from .bench_executors import machine_info
-from .config import MIXING_METHODS, make_config
-from .plans import sample_plan
-from .rng import make_rng
+from ..atomic import write_json
+from ..config import MIXING_METHODS, make_config, mixing_side
+from ..plans import sample_plan
+from ..rng import make_rng
+from .machine import gpu_info, machine_info
 
 METHODS = ("none", "augmix", "pixmix", "ipmix", "layermix")
 
 
-def gpu_info(cupy) -> dict:
-    """Name, driver/runtime/CuPy versions, memory and peak bandwidth of the current device."""
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    peak = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8  # bytes/s
-    return {"gpu": name, "driver": cupy.cuda.runtime.driverGetVersion(),
-            "runtime": cupy.cuda.runtime.runtimeGetVersion(), "cupy": cupy.__version__,
-            "memory_gib": round(props["totalGlobalMem"] / 2 ** 30, 1),
-            "peak_bandwidth_gbps": round(peak / 1e9, 1)}
-
-
-_gpu_info = gpu_info  # the name bench, bench-train and bench-corruptions import
-
-
 def _inputs(batch, size):
-    from .builtin_mixing import builtin_mixing_bank
-    from .samples import sample_photos
+    from ..mixing.builtin import builtin_mixing_bank
+    from ..tools.samples import sample_photos
 
     photos = sample_photos(min(batch, 16), size, seed=1)
     crops = [np.ascontiguousarray(photos[i % len(photos)]) for i in range(batch)]
-    bank = builtin_mixing_bank(count=16, side=max(256, size) if size > 32 else 36, seed=0)
+    bank = builtin_mixing_bank(count=16, side=mixing_side(size), seed=0)
     return crops, bank
 
 
 def _stage(cupy, method, jsd, bank, size, dtype, layout):
-    from .executors import get_executor
-    from .pipeline import AugmentStage
+    from ..executors import get_executor
+    from ..pipeline import AugmentStage
 
     preset = "imagenet" if size > 32 else "cifar"
     cfg = make_config(method, preset, jsd=jsd)
@@ -76,7 +62,7 @@ def stage_host_rows(methods=METHODS, batch=256, size=224, repeats=5, dtype="floa
                     layout="NCHW", jsd_modes=(False, True)) -> list:
     """Host ms and device operations per batch of the GPU stage, through the CuPy stand-in
     (count mode: kernels are counted, not run). Needs no GPU."""
-    from . import cupy_standin
+    from .. import cupy_standin
 
     crops, bank = _inputs(batch, size)
     rows = []
@@ -153,7 +139,7 @@ def run_gpu_bench(methods=METHODS, batch=256, size=224, repeats=10, jsd=True,
                   layout="NCHW", fractal_count=256, fractal_size=256) -> dict:
     """Stage and executor throughput on the GPU (see the module docstring)."""
     cupy = _require_cupy()
-    from .executors import get_executor
+    from ..executors import get_executor
 
     info = gpu_info(cupy)
     crops, bank = _inputs(batch, size)
@@ -227,14 +213,14 @@ def run_gpu_bench(methods=METHODS, batch=256, size=224, repeats=10, jsd=True,
 
 
 def _fractal_speed(cupy, count, size):
-    from .builtin_mixing import render_fractals
+    from ..mixing.fractals import render_fractals
 
     t0 = time.perf_counter()
     render_fractals(min(count, 8), size, seed=1)
     cpu_ms = (time.perf_counter() - t0) / min(count, 8) * 1e3
     fractal = {"size": size, "cpu_ms_per_image": round(cpu_ms, 2),
                "cpu_images_per_s": round(1e3 / cpu_ms, 1)}
-    from .fractal_gpu import render_fractals_gpu
+    from ..mixing.fractals_gpu import render_fractals_gpu
 
     render_fractals_gpu(min(count, 4), size, seed=0)
     cupy.cuda.Device().synchronize()

@@ -12,8 +12,8 @@ import json
 import os
 import tempfile
 
-from .atomic import write_json
-from .bench_executors import machine_info
+from ..atomic import write_json
+from .machine import machine_info
 
 __all__ = ["run_train_bench"]
 
@@ -34,9 +34,10 @@ def run_train_bench(data=None, images=2560, arch="resnet50", method="ipmix", jsd
                     batch_size=256, amp="bf16", channels_last=True, device="gpu", threads=8,
                     mixing_set=None, out="bench/results/train.json", image_size=224,
                     log=print) -> dict:
-    from .builtin_mixing import write_fractal_set
-    from .samples import write_jpeg_tree
-    from .train.engine import TrainConfig, train
+    from ..mixing.builtin import write_fractal_set
+    from ..tools.samples import write_jpeg_tree
+    from ..train.config import TrainConfig
+    from ..train.loop import train
 
     work = tempfile.mkdtemp(prefix="ipmix-bench-train-")
     if data is None:
@@ -51,7 +52,7 @@ def run_train_bench(data=None, images=2560, arch="resnet50", method="ipmix", jsd
                   image_size=image_size, val_resize=round(image_size * 256 / 224),
                   device=device, threads=threads, epochs=1, lr=0.01, tensorboard=False,
                   checkpoint_every=0, log_every=10, resume="none")
-    from .datasets import scan_image_folder
+    from ..datasets import scan_image_folder
 
     n_train = len(scan_image_folder(os.path.join(data, "train")))
     rows = {}
@@ -74,7 +75,7 @@ def run_train_bench(data=None, images=2560, arch="resnet50", method="ipmix", jsd
     if device == "gpu":
         import cupy
 
-        from .bench_gpu import _gpu_info
+        from .machine import gpu_info as _gpu_info
 
         result["gpu"] = _gpu_info(cupy)
     if out:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipmix_dali import mixing_set
-from ipmix_dali.builtin_mixing import (_sample_singular_values, builtin_mixing_bank,
-                                       render_fractals, sample_ifs)
-from ipmix_dali.mixing_set import MixingBank, bank_from_array, load_mixing_bank
+from ipmix_dali.mixing import bank as bank_module
+from ipmix_dali.mixing.bank import MixingBank, bank_from_array, load_mixing_bank
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
+from ipmix_dali.mixing.fractals import _sample_singular_values, render_fractals, sample_ifs
 
 SIDE = 64
 
@@ -105,7 +105,7 @@ def test_deterministic_across_workers_and_folders(image_folder, tmp_path):
     two = load_mixing_bank(image_folder, side=SIDE, cache_dir=tmp_path / "c2", workers=2)
     np.testing.assert_array_equal(np.asarray(one.images), np.asarray(two.images))
     assert one.paths == two.paths
-    assert mixing_set.list_candidate_files(image_folder) == EXPECTED_ORDER
+    assert bank_module.list_candidate_files(image_folder) == EXPECTED_ORDER
 
 
 def test_16bit_grey_is_scaled_to_8_bits(tmp_path):
@@ -185,7 +185,7 @@ def test_default_cache_dir_from_environment(image_folder, tmp_path, monkeypatch)
     monkeypatch.setenv("IPMIX_DALI_CACHE", str(tmp_path / "envcache"))
     bank = load_mixing_bank(image_folder, side=SIDE)
     assert Path(bank.cache_path).parent == tmp_path / "envcache"
-    assert mixing_set.default_cache_dir() == tmp_path / "envcache"
+    assert bank_module.default_cache_dir() == tmp_path / "envcache"
 
 
 def test_progress_goes_to_stderr(image_folder, tmp_path, capsys):
@@ -233,12 +233,12 @@ def test_skip_bad_files_counts_and_warns(image_folder, tmp_path, photos, caplog)
     broken = image_folder / "a" / "broken.jpg"
     _truncated_jpeg(broken, _crop(photos, 1, 0, 0, 200, 200))
     (image_folder / "fake.png").write_bytes(b"\x89PNG not really")
-    with caplog.at_level(logging.WARNING, logger="ipmix_dali.mixing_set"):
+    with caplog.at_level(logging.WARNING, logger="ipmix_dali.mixing"):
         bank = load_mixing_bank(image_folder, side=SIDE, cache_dir=cache, skip_bad_files=True)
     assert len(bank) == 6 and bank.images.shape == (6, SIDE, SIDE, 3)
     assert bank.paths == [str(image_folder / p) for p in EXPECTED_ORDER]
     assert sorted(p for p, _ in bank.skipped) == [str(broken), str(image_folder / "fake.png")]
-    records = [r for r in caplog.records if r.name == "ipmix_dali.mixing_set"]
+    records = [r for r in caplog.records if r.name == "ipmix_dali.mixing"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert "skipped 2" in records[0].getMessage() and "\n" not in records[0].getMessage()
     for i, rel in enumerate(EXPECTED_ORDER):

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 
 @functools.lru_cache(maxsize=1)

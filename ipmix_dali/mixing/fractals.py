@@ -3,7 +3,7 @@
 PixMix and IPMix mix training images with pictures of a separate "mixing set" (the papers use
 DeviantArt fractals and feature visualisations, a 1.6 GB download). So that ``ipmix-dali show``,
 the tests and the benchmarks run with no download, this module renders fractals of the kind of
-Anderson & Farrell (WACV 2022), following spec section 8:
+Anderson & Farrell (WACV 2022), following docs/augmentations.md §8:
 
 1. n ~ U{2..7} affine maps ``x -> A x + b``.
 2. ``A = U diag(s1, s2) V`` with U, V random rotations, each a reflection with p = 1/2. The
@@ -24,7 +24,7 @@ Anderson & Farrell (WACV 2022), following spec section 8:
 Pictures with fewer than 2 % of their pixels hit (or a degenerate bounding box) are re-drawn from
 the same generator, so image ``i`` depends only on ``(seed, i)``.
 
-GPU twin: ``ipmix_dali.fractal_gpu`` renders the same pixels with ``kernels/fractal.cu``, many
+GPU twin: :mod:`.fractals_gpu` renders the same pixels with ``kernels/fractal.cu``, many
 fractals per launch. The host draws every parameter here (:func:`draw_system`,
 :func:`draw_colour`); the steps after it are written so that the kernels can repeat them bit
 for bit: float64 walks without FMA, integer hit counts, per-pixel colour sums in 2^-24 fixed
@@ -42,12 +42,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .atomic import atomic_write
-from .mixing_set import MixingBank, bank_from_array
-from .ops.masks import uniform_from_hash
+from ..ops.masks import uniform_from_hash
 
-__all__ = ["render_fractals", "render_fractal", "builtin_mixing_bank", "sample_ifs",
-           "write_fractal_set"]
+__all__ = ["render_fractals", "render_fractal", "sample_ifs", "draw_system", "draw_colour"]
 
 WALKERS = 1000
 STEPS = 100
@@ -359,63 +356,3 @@ def render_fractals(count: int, size: int = 256, seed: int = 0) -> np.ndarray:
     for i in range(count):
         out[i] = render_fractal(_fractal_rng(seed, i), size)
     return out
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_fractals(count: int, side: int, seed: int) -> np.ndarray:
-    images = render_fractals(count, side, seed)
-    images.flags.writeable = False
-    return images
-
-
-def builtin_mixing_bank(count: int = 16, side: int = 256, seed: int = 0) -> MixingBank:
-    """An in-memory bank of ``count`` built-in fractals (rendered once per process, read-only)."""
-    if count < 1:
-        raise ValueError(f"the built-in mixing set needs count >= 1, got {count}")
-    images = _cached_fractals(int(count), int(side), int(seed))
-    return bank_from_array(images, paths=[f"builtin:fractal:seed={seed}:{i}" for i in range(count)])
-
-
-def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: str = "png",
-                      progress: bool = False, chunk: int | None = None, device: str = "cpu"):
-    """Write fractals 0..count-1 of ``seed`` as ``fractal_<seed>_<index>.<fmt>`` files.
-
-    ``device="gpu"`` renders each chunk with :func:`ipmix_dali.fractal_gpu.render_fractals_gpu`
-    (the same pixels, many fractals per kernel launch). Image i depends only on (seed, i), so an
-    interrupted run resumes: files already present are kept and not rendered again. Each file is
-    written to a temporary name and renamed. Returns (written, kept).
-    """
-    import os
-    import sys
-
-    from PIL import Image
-
-    if count < 1 or size < 8:
-        raise ValueError(f"need count >= 1 and size >= 8, got count={count} size={size}")
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    if device == "gpu":
-        from .fractal_gpu import default_chunk, render_fractals_gpu, require_gpu
-
-        require_gpu()
-        chunk = chunk or default_chunk(size)
-    chunk = chunk or 32
-    os.makedirs(out_dir, exist_ok=True)
-    names = [os.path.join(out_dir, f"fractal_{seed}_{i:06d}.{fmt}") for i in range(count)]
-    todo = [i for i, name in enumerate(names) if not os.path.exists(name)]
-    for start in range(0, len(todo), chunk):
-        batch = todo[start:start + chunk]
-        if device == "gpu":
-            images = render_fractals_gpu(len(batch), size, seed, indices=batch)
-        else:
-            images = (render_fractal(_fractal_rng(seed, i), size) for i in batch)
-        for i, image in zip(batch, images):
-            with atomic_write(names[i]) as f:
-                Image.fromarray(image).save(f, format="PNG" if fmt == "png" else "JPEG",
-                                            quality=95)
-        if progress:
-            done = start + len(batch)
-            print(f"\rfractals: {done}/{len(todo)}", end="", file=sys.stderr, flush=True)
-    if progress and todo:
-        print(file=sys.stderr)
-    return len(todo), count - len(todo)

@@ -1,19 +1,19 @@
 """The built-in IFS fractals rendered on the GPU, many per launch (``kernels/fractal.cu``).
 
-The pixels equal :func:`ipmix_dali.builtin_mixing.render_fractals` for the same (seed, index,
+The pixels equal :func:`ipmix_dali.mixing.fractals.render_fractals` for the same (seed, index,
 size): the host draws every per-fractal parameter from the same generator as the NumPy renderer
 (maps, walk seed, colours, low-resolution background), the kernels do the walks, the
 accumulation and the per-pixel colour with the NumPy renderer's arithmetic.
 
 One round of :func:`render_indices` over the fractals still pending:
 
-1. host: draw each pending fractal's next system (:func:`~ipmix_dali.builtin_mixing.draw_system`),
+1. host: draw each pending fractal's next system (:func:`~ipmix_dali.mixing.fractals.draw_system`),
    :func:`pack_systems`;
 2. ``fractal_walk_bounds`` + ``fractal_reduce_bounds``: the exact bounding box per fractal;
-3. host: :func:`~ipmix_dali.builtin_mixing.raster_params` per box, :func:`pack_raster`;
+3. host: :func:`~ipmix_dali.mixing.fractals.raster_params` per box, :func:`pack_raster`;
 4. ``fractal_raster``: hit counts and colour sums (integer atomics), hit pixels and max count;
 5. host: the fractals covering enough pixels are accepted: their colours and backgrounds are
-   drawn (:func:`~ipmix_dali.builtin_mixing.draw_colour`, :func:`pack_colour`) and
+   drawn (:func:`~ipmix_dali.mixing.fractals.draw_colour`, :func:`pack_colour`) and
    ``fractal_colour`` writes their images; the others draw a new system in the next round.
 
 The driver talks to the device through a small backend (``asarray``, ``zeros``, ``asnumpy``,
@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import builtin_mixing as bm
-from .device import NO_GPU_MESSAGE, gpu_available, require_gpu  # noqa: F401 (re-exported)
+from ..device import require_gpu
+from . import fractals as bm
 
-__all__ = ["render_fractals_gpu", "render_indices", "gpu_available", "require_gpu",
-           "CupyBackend", "HostBackend", "pack_systems", "pack_raster", "pack_colour"]
+__all__ = ["render_fractals_gpu", "render_indices", "CupyBackend", "HostBackend", "pack_systems", "pack_raster", "pack_colour"]
 
 KERNEL_FILE = "fractal.cu"
 BLOCK = 256
@@ -36,7 +35,7 @@ BLOCK = 256
 
 # --- host-side packing (plain NumPy) ---------------------------------------------------------
 def pack_systems(systems) -> dict:
-    """Kernel arrays of a list of :class:`~ipmix_dali.builtin_mixing.IFSSystem`."""
+    """Kernel arrays of a list of :class:`~ipmix_dali.mixing.fractals.IFSSystem`."""
     return {
         "nmaps": np.array([s.n for s in systems], np.int32),
         "cum": np.ascontiguousarray(np.stack([s.cum for s in systems]), np.float64),
@@ -105,7 +104,7 @@ class CupyBackend:
         return self.cp.asnumpy(a)
 
     def launch(self, name, grid, block, args):
-        from .executors._kernels import get_function
+        from ..executors._kernels import get_function
 
         get_function(KERNEL_FILE, name)(grid, block, args)
 

@@ -38,12 +38,12 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from .atomic import atomic_path, write_json
+from ..atomic import atomic_path, write_json
 
 __all__ = ["MixingBank", "load_mixing_bank", "bank_from_array", "default_cache_dir",
            "preresize", "list_candidate_files"]
 
-log = logging.getLogger("ipmix_dali.mixing_set")
+log = logging.getLogger("ipmix_dali.mixing")
 
 FORMAT_VERSION = 1
 _HINT = "pass --mixing-set DIR with images, or create one with `ipmix-dali make-mixing-set`"
@@ -280,7 +280,7 @@ def load_mixing_bank(folder, side: int = 256, cache_dir=None, skip_bad_files: bo
     Built once (decoded with ``workers`` threads, default ``min(8, cpu count)``), cached in
     ``cache_dir`` and memory-mapped read-only afterwards. Unreadable files raise one ValueError
     naming them, unless ``skip_bad_files``: then they are left out, listed in ``bank.skipped`` and
-    counted in one warning of the ``ipmix_dali.mixing_set`` logger.
+    counted in one warning of the ``ipmix_dali.mixing.bank`` logger.
     """
     side = int(side)
     if side < 1:
