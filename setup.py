@@ -46,6 +46,9 @@ setup(
         # (the reference decoder).
         "torchmetrics>=1.0",
         "opencv-python-headless>=4.8",
+        # The reports' charts and the progress bars.
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
     ],
     extras_require={
         # NVRTC compiles every kernels/*.cu in CI without a GPU; hadolint lints the Dockerfile;

@@ -15,7 +15,9 @@
 * CIFAR-10/100-C (``.npy`` layout): mean error over 15 corruptions x 5 severities.
 * PGD (CIFAR protocol): L-inf, eps 2/255, 20 steps of 0.5/255 on ``--cifar-test`` (``.npz``).
 
-Results: ``results.json`` (every number, the protocol, versions), ``report.md``, ``imagenet_c.png``.
+Results: ``results.json`` (every number, the protocol, versions), ``report.md``,
+``imagenet_c.png`` (CE per corruption) and ``imagenet_c_severity.png`` (error per corruption and
+severity).
 """
 from __future__ import annotations
 
@@ -384,6 +386,8 @@ def evaluate(config: EvalConfig, model=None, log=print) -> dict:
         f.write(report_markdown(results))
     if "imagenet_c" in results and results["imagenet_c"]["per_corruption"]:
         ce_chart(results, os.path.join(out, "imagenet_c.png"))
+        severity_chart({os.path.basename(os.path.normpath(out)): results},
+                       os.path.join(out, "imagenet_c_severity.png"))
     return results
 
 
@@ -460,39 +464,41 @@ def report_markdown(r) -> str:
 
 
 def ce_chart(r, path):
-    """Per-corruption CE bars with AlexNet (100) and the ResNet-50 mCE (76.7) as reference lines."""
-    from PIL import Image, ImageDraw
+    """Per-corruption CE bars with AlexNet (100) and the ResNet-50 mCE (76.7) as reference
+    lines."""
+    from ipmix_dali.plots import grouped_bars
 
     per = r["imagenet_c"]["per_corruption"]
     names = [c for c in list(CORRUPTIONS) + list(EXTRA_CORRUPTIONS) if c in per]
-    top = max([120.0] + [per[c]["ce"] for c in names])
-    bar, left, base, h = 26, 50, 330, 280
-    width = left + len(names) * bar + 40
-    img = Image.new("RGB", (width, base + 130), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    d.text((left, 8), f"ImageNet-C CE per corruption (%), mCE {_fmt(r['imagenet_c'].get('mce'))}",
-           fill=(0, 0, 0))
-    for value, colour, label in ((100, (150, 150, 150), "AlexNet 100"),
-                                 (RESNET50_MCE, (200, 90, 60), f"ResNet-50 mCE {RESNET50_MCE}")):
-        y = base - h * value / top
-        d.line((left, y, width - 20, y), fill=colour, width=1)
-        d.text((width - 150, y - 12), label, fill=colour)
-    for i, c in enumerate(names):
-        x0 = left + i * bar
-        y = base - h * per[c]["ce"] / top
-        colour = (70, 130, 200) if c in CORRUPTIONS else (150, 190, 230)
-        d.rectangle((x0 + 3, y, x0 + bar - 3, base), fill=colour)
-        label = Image.new("RGB", (120, 12), (255, 255, 255))
-        ImageDraw.Draw(label).text((0, 0), c, fill=(0, 0, 0))
-        img.paste(label.rotate(90, expand=True), (x0 + 7, base + 5))
-    d.text((5, base - h - 6), f"{top:.0f}", fill=(90, 90, 90))
-    d.text((5, base - 6), "0", fill=(90, 90, 90))
-    with atomic_write(path) as f:
-        img.save(f, format="PNG")
+    return grouped_bars(
+        [c.replace("_", " ") for c in names], {"CE": [per[c]["ce"] for c in names]}, path,
+        f"ImageNet-C CE per corruption (%), mCE {_fmt(r['imagenet_c'].get('mce'))}",
+        "corruption error CE (%, AlexNet = 100)",
+        lines={"AlexNet 100": 100.0, f"ResNet-50 mCE {RESNET50_MCE}": RESNET50_MCE},
+        rotate=True)
 
 
-def compare(outs, log=print) -> str:
-    """A Markdown table of several ``results.json`` side by side (``ipmix-dali eval-compare``)."""
+def severity_table(r) -> dict:
+    """{corruption: {severity: top-1 error}} of a results.json's ImageNet-C cells."""
+    cells = (r.get("imagenet_c") or {}).get("cells") or {}
+    return {c: {int(s): v["error"] for s, v in sev.items()} for c, sev in cells.items()}
+
+
+def severity_chart(models: dict, path, title="ImageNet-C top-1 error per corruption and "
+                                              "severity"):
+    """Per-corruption x severity error, one line per model ({name: results.json dict})."""
+    from ipmix_dali.plots import severity_lines
+
+    tables = {name: severity_table(r) for name, r in models.items()}
+    tables = {name: t for name, t in tables.items() if t}
+    if not tables:
+        return None
+    return severity_lines(tables, path, title)
+
+
+def compare(outs, log=print, chart=None) -> str:
+    """A Markdown table of several ``results.json`` side by side (``ipmix-dali eval-compare``);
+    ``chart``: also a PNG of their ImageNet-C error per corruption and severity."""
     rows = []
     for o in outs:
         path = os.path.join(o, "results.json")
@@ -521,5 +527,8 @@ def compare(outs, log=print) -> str:
         lines.append(f"| {o} | " + " | ".join(_fmt(get(r, *k)) for _, k in cols) + " |")
     text = "\n".join(lines) + "\n"
     log(text)
+    if chart:
+        written = severity_chart({o: r for o, r in rows}, chart)
+        log(f"wrote {written}" if written else "no ImageNet-C results to chart")
     return text
 

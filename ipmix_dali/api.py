@@ -29,7 +29,7 @@ def _kind(images):
 
 def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imagenet",
             seed: int = 0, shard: int = 0, epoch: int = 0, iteration: int = 0, jsd: bool = False,
-            executor: str | None = None, **options):
+            executor: str | None = None, config=None, **options):
     """Augment a batch of uint8 images (N, S, S, 3), S = the preset's image size.
 
     Args:
@@ -40,6 +40,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
         seed, shard, epoch, iteration: the plan's key; the same key gives the same pixels.
         jsd: return (clean, view1, view2) instead of one view.
         executor: "numpy", "cupy" or "reference"; default from the array type.
+        config: a config from ``make_config`` (then method, preset, jsd and options are its).
 
     Returns:
         Normalised float32 NHWC views of the input's kind (a tuple of three with ``jsd``).
@@ -49,7 +50,8 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
 
     kind = _kind(images)
     executor = executor or ("cupy" if kind in ("cupy", "torch-cuda") else "numpy")
-    cfg = make_config(method, preset, jsd=jsd, **options)
+    cfg = config if config is not None else make_config(method, preset, jsd=jsd, **options)
+    jsd = cfg.jsd
     if kind == "torch-cpu":
         host = images.numpy()
     elif kind == "torch-cuda":

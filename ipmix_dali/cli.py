@@ -82,6 +82,50 @@ def _run_bench_executors(args) -> int:
     return 0
 
 
+def _add_bench_transforms(sub):
+    p = sub.add_parser("bench-transforms", help="ms per image of ipmix_dali.transforms against "
+                                                "the reference executor, one core")
+    p.add_argument("--methods", default="ipmix,pixmix,augmix,layermix",
+                   help="comma list of methods")
+    p.add_argument("--images", type=int, default=40, help="images per timed run")
+    p.add_argument("--out", default="bench/results/transforms_cpu.json", help="JSON result")
+    p.set_defaults(func=_run_bench_transforms)
+
+
+def _run_bench_transforms(args) -> int:
+    from .bench.transforms import run_transform_bench
+
+    result = run_transform_bench([m.strip() for m in args.methods.split(",")],
+                                 images=args.images, out=args.out)
+    print(result["table"])
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_make_shards(sub):
+    p = sub.add_parser("make-shards", help="write an ImageFolder as webdataset-style tar shards "
+                                           "with DALI indexes (train --data takes them)")
+    p.add_argument("--src", required=True, help="ImageFolder to convert")
+    p.add_argument("--out", required=True, help="folder for the shards and dataset.json")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="leave bad files out (listed in dataset.json) instead of stopping")
+    p.add_argument("--check-decode", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode every file once with DALI's decoder first (default on)")
+    p.set_defaults(func=_run_make_shards)
+
+
+def _run_make_shards(args) -> int:
+    from .shards import make_shards
+
+    m = make_shards(args.src, args.out, args.shard_size, args.skip_bad_files,
+                    args.check_decode)
+    print(f"{m['samples']} samples of {len(m['classes'])} classes in {len(m['shards'])} shards "
+          f"({m['written_shards']} written, {m['kept_shards']} kept, {len(m['skipped'])} bad "
+          f"files left out) in {args.out}")
+    return 0
+
+
 def _add_bench_gpu(sub):
     p = sub.add_parser("bench-gpu", help="GPU stage and CuPy executor throughput; --host-only: "
                                          "the stage's host ms and device operations, no GPU")
@@ -286,14 +330,16 @@ def _run_eval(args) -> int:
 
 def _add_eval_compare(sub):
     p = sub.add_parser("eval-compare", help="several eval output folders side by side")
-    p.add_argument("outs", nargs="+")
+    p.add_argument("outs", nargs="+", help="folders written by ipmix-dali eval")
+    p.add_argument("--chart", default=None,
+                   help="also write a PNG of their ImageNet-C error per corruption and severity")
     p.set_defaults(func=_run_eval_compare)
 
 
 def _run_eval_compare(args) -> int:
     from .eval.evaluate import compare
 
-    compare(args.outs)
+    compare(args.outs, chart=args.chart)
     return 0
 
 
@@ -449,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_executors(sub)
     _add_make_mixing_set(sub)
     _add_bench_gpu(sub)
+    _add_bench_transforms(sub)
+    _add_make_shards(sub)
     _add_bench(sub)
     _add_train(sub)
     _add_demo(sub)

@@ -212,9 +212,18 @@ def _device_args(device: str, device_id):
 
 
 def _reader(fn, files: FileList, shard_id, num_shards, training, name="Reader"):
-    return fn.readers.file(files=list(files.files), labels=list(files.labels),
-                           shard_id=shard_id, num_shards=num_shards,
-                           shuffle_after_epoch=training, pad_last_batch=True, name=name)
+    """(encoded images, int32 labels) of a file list, or of a tar shard set (ShardSet)."""
+    from .shards import ShardSet
+
+    common = dict(shard_id=shard_id, num_shards=num_shards, shuffle_after_epoch=training,
+                  pad_last_batch=True, name=name)
+    if isinstance(files, ShardSet):
+        from nvidia.dali import types
+
+        return fn.readers.webdataset(paths=list(files.tars), index_paths=list(files.indexes),
+                                     ext=["jpg", "label"], dtypes=[types.UINT8, types.INT32],
+                                     **common)
+    return fn.readers.file(files=list(files.files), labels=list(files.labels), **common)
 
 
 def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixing_files=None,

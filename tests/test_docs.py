@@ -28,6 +28,8 @@ def test_cited_sections_exist():
 
 def test_no_citation_points_outside_the_repository():
     for path in _tracked("*.py", "*.cu", "*.cuh", "*.md", "*.sh"):
+        if path.name == "test_docs.py":
+            continue
         text = path.read_text()
         for stale in ("augment_spec.md", "robustness_eval.md", "dali_notes"):
             assert stale not in text, f"{path} cites {stale}, which is not in the repository"

@@ -473,3 +473,25 @@ def test_input_protocol_options_reach_every_set(imagenet_c_tree, tmp_path):
     # the ImageNet normalisation on this model would shift every colour: errors change
     other = evaluate(EvalConfig("m", tmp_path / "ev2", num_classes=K, imagenet_val=root / "val", resize=36, crop=32, batch_size=8, threads=1), model=model, log=lambda m: None)
     assert other["clean"]["error"] != pytest.approx(15.0)
+
+
+def test_severity_chart_of_several_runs(tmp_path):
+    """eval-compare --chart: the per-corruption x severity errors of each run, as a PNG."""
+    from PIL import Image
+
+    from ipmix_dali.eval.evaluate import compare, severity_table
+
+    runs = []
+    for name, scale in (("baseline", 1.0), ("ipmix", 0.5)):
+        cells = {c: {str(s): {"error": scale * 10 * s} for s in range(1, 6)}
+                 for c in ("gaussian_noise", "fog", "pixelate")}
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(
+            {"imagenet_c": {"cells": cells, "per_corruption": {}, "mce": None}}))
+        runs.append(str(folder))
+        assert severity_table(json.loads((folder / "results.json").read_text()))["fog"] == {
+            s: scale * 10 * s for s in range(1, 6)}
+    compare(runs, log=lambda m: None, chart=str(tmp_path / "compare.png"))
+    img = Image.open(tmp_path / "compare.png")
+    assert img.format == "PNG" and img.size[0] > 600 and img.size[1] > 200

@@ -274,7 +274,10 @@ def test_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch):
     monkeypatch.delattr(atomic, "open")
     path, loaded = load_latest(str(tmp_path))
     assert path == first and loaded["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_step000000001.pt"]  # no temp
+    # no temporary file left; checkpoint_last.pt still names the intact one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pt",
+                                                          "checkpoint_step000000001.pt"]
+    assert os.readlink(tmp_path / "checkpoint_last.pt") == "checkpoint_step000000001.pt"
 
 
 # --- 13: file modes ------------------------------------------------------------------------

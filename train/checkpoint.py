@@ -1,6 +1,7 @@
 """Checkpoints: written atomically (temp file, fsync, rename), newest valid one found on resume."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -13,11 +14,14 @@ from ipmix_dali.atomic import DiskFullError, atomic_write
 log = logging.getLogger("ipmix_dali.train")
 
 _NAME = "checkpoint_step{:09d}.pt"
+LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 _PATTERN = re.compile(r"checkpoint_step(\d{9})\.pt$")
 
 
-def save_checkpoint(folder, step: int, state: dict, keep: int = 2) -> str:
-    """Write ``folder/checkpoint_stepNNNNNNNNN.pt``; keep the newest ``keep`` of them."""
+def save_checkpoint(folder, step: int, state: dict, keep: int = 2, best: bool = False) -> str:
+    """Write ``folder/checkpoint_stepNNNNNNNNN.pt``; keep the newest ``keep`` of them.
+    ``checkpoint_last.pt`` links to it; with ``best``, ``checkpoint_best.pt`` becomes a hard link
+    to it (the file outlives its rotation)."""
     path = os.path.join(folder, _NAME.format(step))
     try:
         with atomic_write(path) as f:
@@ -31,12 +35,27 @@ def save_checkpoint(folder, step: int, state: dict, keep: int = 2) -> str:
                             f"{exc.free_bytes / 2 ** 20:,.0f} MiB are free); {kept}: free "
                             f"space and rerun the same command to resume", path,
                             exc.free_bytes) from None
+    _link(path, os.path.join(folder, LAST), symbolic=True)
+    if best:
+        _link(path, os.path.join(folder, BEST), symbolic=False)
     for old in list_checkpoints(folder)[:-keep]:
         try:
             os.remove(old)
         except OSError:
             pass
     return path
+
+
+def _link(target, name, symbolic: bool):
+    """``name`` -> ``target``, replaced atomically (a link made aside, then renamed over)."""
+    tmp = f"{name}.{os.getpid()}.tmp"
+    with contextlib.suppress(OSError):
+        os.remove(tmp)
+    if symbolic:
+        os.symlink(os.path.basename(target), tmp)
+    else:
+        os.link(target, tmp)
+    os.replace(tmp, name)
 
 
 def _state_bytes(obj) -> int:

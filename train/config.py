@@ -42,7 +42,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     amp: str = "none"          # none | bf16 | fp16
     channels_last: bool = False
-    device: str = "cpu"        # cpu | gpu
+    device: str = "auto"       # auto (gpu when one is usable) | cpu | gpu
     threads: int = 2
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0: at epoch ends only
@@ -84,8 +84,9 @@ RECIPES = {
 
 
 FIELD_HELP = {
-    "data": "folder with ImageFolder train/ and val/, or 'synthetic' (random batches on the "
-            "device, to time the model alone)",
+    "data": "folder with train/ and val/, each an ImageFolder or tar shards (`ipmix-dali "
+            "make-shards`), or 'synthetic' (random batches on the device, to time the model "
+            "alone)",
     "out": "run folder: checkpoints, metrics.jsonl, config.json, summary.json, tb/",
     "arch": "any torchvision classification model name",
     "init_weights": "start from these weights (our checkpoints, torchvision or IPMix/PixMix "
@@ -110,7 +111,7 @@ FIELD_HELP = {
     "amp": "mixed precision",
     "channels_last": "channels_last memory format (with --amp on a GPU the loader hands out "
                      "float16 NHWC batches, no conversion copy)",
-    "device": "where to train (cuda = gpu)",
+    "device": "where to train: auto takes the GPU when one is usable (cuda = gpu)",
     "threads": "DALI worker threads per process",
     "seed": "seed of the model, the shuffle and every augmentation plan",
     "checkpoint_every": "also checkpoint every N steps (0: at epoch ends only)",
@@ -164,8 +165,12 @@ def parse_aug_options(text: Optional[str], method: str = "ipmix") -> dict:
     return parse_options(method, text)
 
 
+# The names torchvision's and timm's training scripts use for the same flags.
+ALIASES = {"arch": ("--model",), "out": ("--output-dir",), "batch_size": ("-b",),
+           "threads": ("-j", "--workers")}
+
 # Choices of the string flags; "cuda" is torch's name for the GPU.
-CHOICES = {"amp": ("none", "bf16", "fp16"), "device": ("cpu", "gpu"),
+CHOICES = {"amp": ("none", "bf16", "fp16"), "device": ("auto", "cpu", "gpu"),
            "preset": ("imagenet", "cifar"), "norm": ("batch", "group")}
 DEVICE_ALIASES = {"cuda": "gpu"}
 # Fields that do not change what a run computes: they may differ when it is resumed.
@@ -180,6 +185,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     from ipmix_dali.config import METHODS
 
     cfg = dataclasses.replace(cfg, device=DEVICE_ALIASES.get(cfg.device, cfg.device))
+    if cfg.device == "auto":
+        from ipmix_dali.device import gpu_available
+
+        cfg = dataclasses.replace(cfg, device="gpu" if gpu_available() else "cpu")
     if cfg.method not in METHODS:
         raise ValueError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     for name, choices in CHOICES.items():
@@ -241,15 +250,16 @@ def add_train_arguments(p):
     choices = dict(CHOICES, method=METHODS, recipe=tuple(RECIPES))
     choices["device"] = CHOICES["device"] + tuple(DEVICE_ALIASES)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ())]
         text = FIELD_HELP[f.name]
         if isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{text} (default: {'on' if f.default else 'off'})")
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=f"{text} (default: {'on' if f.default else 'off'})")
         else:
             kind = type(f.default) if f.default not in (None, "") else str
             shown = getattr(d, f.name)
-            p.add_argument(flag, type=kind, default=None, choices=choices.get(f.name),
+            p.add_argument(*flags, dest=f.name, type=kind, default=None,
+                           choices=choices.get(f.name),
                            help=f"{text} (default: {shown!r})" if shown not in (None, "")
                            else text)
     return p

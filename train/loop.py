@@ -51,13 +51,14 @@ def build_loaders(cfg: TrainConfig, d, device):
                                  views=3 if cfg.jsd else 1, channels_last=cfg.channels_last)
         return loader, None, cfg.num_classes
     from ipmix_dali.config import MIXING_METHODS
-    from ipmix_dali.datasets import scan_image_folder
     from ipmix_dali.loader import train_loader, val_loader
+    from ipmix_dali.shards import open_split
 
-    # Checked before any work: missing folders, empty classes, bad files.
+    # Checked before any work: missing folders, empty classes, bad files. Each split is an
+    # ImageFolder or a tar shard set (`ipmix-dali make-shards`).
     check = dict(skip_bad_files=cfg.skip_bad_files, max_pixels=cfg.max_image_pixels)
-    train_files = scan_image_folder(os.path.join(cfg.data, "train"), **check)
-    val_files = scan_image_folder(os.path.join(cfg.data, "val"), **check)
+    train_files = open_split(os.path.join(cfg.data, "train"), **check)
+    val_files = open_split(os.path.join(cfg.data, "val"), **check)
     if val_files.classes != train_files.classes:
         raise ValueError(f"{cfg.data}: val/ has classes {val_files.classes[:5]}..., train/ has "
                          f"{train_files.classes[:5]}...: both need the same class folders")
@@ -290,19 +291,20 @@ def _train(cfg: TrainConfig, d) -> dict:
     elif d.main and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
-    def save(step, epoch):
+    def save(step, epoch, best=False):
         loaders = d.gather(loader.state_dict())  # a collective: every rank calls it
         if d.main:
-            save_checkpoint(cfg.out, step, {
+            save_checkpoint(cfg.out, step, best=best, state={
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "loader": loaders, "torch_rng": torch.get_rng_state(), "step": step,
-                "epoch": epoch, "world_size": d.world, "config": dataclasses.asdict(cfg)})
+                "epoch": epoch, "world_size": d.world, "config": dataclasses.asdict(cfg),
+                "best_top1": best_top1})
         d.barrier()
 
     writer = None
     if d.main:
-        write_json(os.path.join(cfg.out, "config.json"), dataclasses.asdict(cfg))
+        write_json(os.path.join(cfg.out, "config.json"), run_record(cfg))
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -312,6 +314,7 @@ def _train(cfg: TrainConfig, d) -> dict:
 
     # epochs
     summary = {}
+    best_top1 = (state or {}).get("best_top1", float("-inf"))
     net.train()
     with StopSignal() as stop:
         try:
@@ -335,7 +338,9 @@ def _train(cfg: TrainConfig, d) -> dict:
                                    "val_loss": metrics["loss"],
                                    "val_samples": metrics["samples"]})
                 log.epoch_end(record, step)
-                save(step, epoch)
+                improved = "val_top1" in record and record["val_top1"] > best_top1
+                best_top1 = max(best_top1, record.get("val_top1", best_top1))
+                save(step, epoch, best=improved)
                 summary = {"epochs": epoch, "steps": step, "world_size": d.world,
                            **{k: v for k, v in record.items() if k.startswith("val_")}}
         finally:
@@ -343,6 +348,18 @@ def _train(cfg: TrainConfig, d) -> dict:
     if d.main:
         write_json(os.path.join(cfg.out, "summary.json"), summary)
     return summary
+
+
+def run_record(cfg: TrainConfig) -> dict:
+    """config.json: every setting, plus how the run was started (command line, git commit,
+    library versions), so that a result can be traced back."""
+    from ipmix_dali.bench.machine import machine_info, package_versions
+
+    machine = machine_info()
+    return {**dataclasses.asdict(cfg), "command": list(sys.argv),
+            "git_commit": machine["git_commit"],
+            "versions": package_versions(("ipmix_dali", "torch", "torchvision", "nvidia.dali",
+                                          "cupy", "numpy", "PIL"))}
 
 
 def _check_resumable(cfg: TrainConfig, path, state, world: int):

@@ -65,16 +65,13 @@ def truncate_jsonl(path, step):
         f.writelines(keep)
 
 
-def progress_line(epoch, done, total, loss, lr, rate, wait, tty):
-    """The epoch's progress bar on a terminal (redrawn in place), a plain line in a log file."""
+def progress_line(epoch, done, total, loss, lr, rate, wait):
+    """The progress line a log file gets every --log-every steps (a terminal gets a tqdm bar)."""
     width = 24
     filled = int(width * done / max(1, total))
-    text = (f"epoch {epoch} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-            f"loss {loss:.4f} lr {lr:.5f} {rate:.1f} img/s data-wait {100 * wait:.0f}%")
-    if tty:
-        print("\r" + text, end="\n" if done == total else "", flush=True)
-    else:
-        print(text, flush=True)
+    print(f"epoch {epoch} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+          f"loss {loss:.4f} lr {lr:.5f} {rate:.1f} img/s data-wait {100 * wait:.0f}%",
+          flush=True)
 
 
 class StepLog:
@@ -93,6 +90,8 @@ class StepLog:
         self.steps_per_epoch, self.log_every, self.sync_every = \
             steps_per_epoch, max(1, log_every), max(1, sync_every)
         self.pending = []  # (step, epoch, loss on the device, lr)
+        self.tty = sys.stdout.isatty()
+        self._bar = None  # the epoch's tqdm bar on a terminal
 
     def add(self, step, epoch, loss, lr):
         self.pending.append((step, epoch, loss.detach(), lr))
@@ -109,7 +108,6 @@ class StepLog:
         *sums, stops = self.d.all_reduce_sum(
             torch.stack([loss for _, _, loss, _ in self.pending]).double().tolist()
             + [float(stop_requested)], self.device)
-        tty = sys.stdout.isatty()
         for (at, ep, _, lr), loss_sum in zip(self.pending, sums):
             value = loss_sum / self.d.world
             if not math.isfinite(value):
@@ -122,14 +120,30 @@ class StepLog:
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", value, at)
                 self.writer.add_scalar("train/lr", lr, at)
-            if (tty and at == self.pending[-1][0]) or at % self.log_every == 0:
-                progress_line(ep, at - ep * self.steps_per_epoch, self.steps_per_epoch, value,
-                              lr, clock.rate, clock.wait_share, tty)
+            done = at - ep * self.steps_per_epoch
+            if self.tty:
+                self._progress_bar(ep, done, value, lr, clock)
+            elif at % self.log_every == 0:
+                progress_line(ep, done, self.steps_per_epoch, value, lr, clock.rate,
+                              clock.wait_share)
         self.pending.clear()
         return stops > 0
 
+    def _progress_bar(self, epoch, done, loss, lr, clock):
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}", unit="step",
+                             leave=False, dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+        self._bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.5f} {clock.rate:.1f} img/s "
+                                  f"data-wait {100 * clock.wait_share:.0f}%")
+
     def epoch_end(self, record: dict, step: int):
         """The epoch's record: metrics.jsonl, TensorBoard, one printed line."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         if not self.d.main:
             return
         append_jsonl(self.path, record)
@@ -144,5 +158,7 @@ class StepLog:
               f"wait {100 * record['data_wait']:.0f}%)", flush=True)
 
     def close(self):
+        if self._bar is not None:
+            self._bar.close()
         if self.writer is not None:
             self.writer.close()

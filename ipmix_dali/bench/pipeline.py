@@ -23,7 +23,7 @@ import traceback
 
 import numpy as np
 
-from ..atomic import atomic_write, write_json
+from ..atomic import write_json
 from ..config import METHODS, MIXING_METHODS, make_config
 from ..device import gpu_available
 from .machine import machine_info
@@ -194,41 +194,17 @@ def _table(rows):
 
 
 def bar_chart(rows, path, title):
-    """A PNG bar chart of samples/s per method, one bar per backend (PIL, no plotting library)."""
-    from PIL import Image, ImageDraw
+    """A PNG bar chart of samples/s per method, one bar per backend."""
+    from ..plots import grouped_bars
 
     ok = [r for r in rows if "error" not in r]
-    methods = list(dict.fromkeys(r["method"] + (" jsd" if r["jsd"] else "") for r in ok))
+    methods = list(dict.fromkeys(r["method"] + (" + JSD" if r["jsd"] else "") for r in ok))
     backends = list(dict.fromkeys(r["backend"] for r in ok))
-    colours = {"reference": (200, 90, 60), "dali-cpu": (70, 130, 200), "dali-gpu": (80, 170, 90)}
-    top = max([r["samples_per_s"] for r in ok] + [1.0])
-    bar, gap, h, left, base = 22, 18, 320, 60, 360
-    width = left + len(methods) * (len(backends) * bar + gap) + 160
-    img = Image.new("RGB", (width, base + 60), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    d.text((left, 8), title, fill=(0, 0, 0))
-    d.line((left - 5, base, width - 150, base), fill=(0, 0, 0))
-    for k in range(5):
-        y = base - h * k / 4
-        d.text((5, y - 6), f"{top * k / 4:.0f}", fill=(90, 90, 90))
-        d.line((left - 5, y, width - 150, y), fill=(225, 225, 225))
-    for i, m in enumerate(methods):
-        x0 = left + i * (len(backends) * bar + gap)
-        for j, b in enumerate(backends):
-            r = next((r for r in ok if r["backend"] == b and
-                      r["method"] + (" jsd" if r["jsd"] else "") == m), None)
-            if r is None:
-                continue
-            y = base - h * r["samples_per_s"] / top
-            d.rectangle((x0 + j * bar, y, x0 + (j + 1) * bar - 3, base), fill=colours.get(b))
-        d.text((x0, base + 8), m, fill=(0, 0, 0))
-    for j, b in enumerate(backends):
-        d.rectangle((width - 140, 40 + 20 * j, width - 128, 52 + 20 * j), fill=colours.get(b))
-        d.text((width - 120, 40 + 20 * j), b, fill=(0, 0, 0))
-    d.text((5, base + 36), "samples/s (higher is better)", fill=(90, 90, 90))
-    with atomic_write(path) as f:
-        img.save(f, format="PNG")
-    return path
+    series = {b: [next((r["samples_per_s"] for r in ok if r["backend"] == b and
+                        r["method"] + (" + JSD" if r["jsd"] else "") == m), None)
+                  for m in methods] for b in backends}
+    return grouped_bars(methods, series, path, title, "samples/s (higher is better)",
+                        xlabel="method", digits=0)
 
 
 def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, batch_size=32,

@@ -16,7 +16,6 @@ run resumes by corruption); every file is written atomically. The output is CIFA
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -85,23 +84,23 @@ def make_cifar_c(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), siz
         np.save(f, np.tile(labels, len(severities)).astype(label_dtype))
     shape = (len(severities) * n,) + images.shape[1:]
     written, kept = [], []
+    bar = progress_bar(len(corruptions) * len(severities), "cell", progress)
     for k, name in enumerate(corruptions):
         path = os.path.join(out, f"{name}.npy")
         if _complete(path, shape):
             kept.append(name)
+            bar.update(len(severities))
             continue
         data = np.empty(shape, np.uint8)
         for j, s in enumerate(severities):
             data[j * n:(j + 1) * n] = corrupted_arrays(images, name, s, seed, jpeg=False,
                                                        device=device)
-            if progress:
-                progress_bar(k * len(severities) + j + 1, len(corruptions) * len(severities),
-                             f"{name} s{s}   ")
+            bar.set_postfix_str(f"{name} s{s}")
+            bar.update(1)
         with atomic_write(path) as f:
             np.save(f, data)
         written.append(name)
-    if progress:
-        print(file=sys.stderr)
+    bar.close()
     manifest = {"source": source, "images": n, "corruptions": list(corruptions),
                 "severities": severities, "size": size, "seed": seed, "preset": preset_for(size),
                 "layout": "cifar-c", "written": written, "kept": kept, "device": device,

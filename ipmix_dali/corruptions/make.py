@@ -60,11 +60,12 @@ def write_q85(f, x: np.ndarray) -> None:
     Image.fromarray(x).save(f, format="JPEG", quality=QUALITY, optimize=True)
 
 
-def progress_bar(done: int, total: int, what: str = "") -> None:
-    """One line on stderr, rewritten in place; print a newline after the last call."""
-    bar = "#" * int(30 * done / max(1, total))
-    print(f"\rmake-corrupted [{bar:<30}] {done}/{total} {what}", end="", file=sys.stderr,
-          flush=True)
+def progress_bar(total: int, unit: str, enabled: bool = True):
+    """make-corrupted's progress (tqdm on stderr): ``bar.update(n)``, ``bar.close()``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="make-corrupted", unit=unit, disable=not enabled,
+                file=sys.stderr)
 
 
 def _jpeg_round_trip(x: np.ndarray) -> np.ndarray:
@@ -152,7 +153,8 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
     if device == "gpu":
         # The GPU corrupts a chunk of images per (corruption, severity); reading and the JPEG
         # encoding (the slower part) run on the host's threads.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        bar = progress_bar(len(files), "img", progress)
+        with ThreadPoolExecutor(max_workers=workers) as pool, bar:
             for start in range(0, len(files), GPU_CHUNK):
                 idx = list(range(start, min(start + GPU_CHUNK, len(files))))
                 todo = [(c, s) for c in corruptions for s in severities
@@ -163,23 +165,20 @@ def make_corrupted(src, out, corruptions=STANDARD, severities=(1, 2, 3, 4, 5), s
                     y = corrupted_arrays(x, c, s, seed, idx, jpeg=False, device="gpu")
                     written += sum(pool.map(lambda k: save(target(idx[k], c, s), y[k]),
                                             range(len(idx))))
-                if progress:
-                    progress_bar(min(start + GPU_CHUNK, len(files)), len(files), "images")
+                bar.update(len(idx))
         jobs = []  # done: the manifest below counts what was kept
 
     # One image's jobs run together so its preprocessed crop is made once.
     jobs.sort(key=lambda j: j[0])
     chunk = max(1, len(corruptions) * len(severities)) * 8
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    bar = progress_bar(len(jobs), "file", progress and bool(jobs))
+    with ThreadPoolExecutor(max_workers=workers) as pool, bar:
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
             written += sum(pool.map(work, part))
             for i in {j[0] for j in part}:
                 cache.pop(i, None)
-            if progress:
-                progress_bar(start + len(part), len(jobs))
-    if progress:
-        print(file=sys.stderr)
+            bar.update(len(part))
     total = len(files) * len(corruptions) * len(severities)
     manifest = {**settings, "images": len(files), "preset": preset, "jpeg_quality": QUALITY,
                 "written": written, "kept": total - written,

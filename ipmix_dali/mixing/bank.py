@@ -37,6 +37,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import PIL
 from PIL import Image
+from tqdm import tqdm
 
 from ..atomic import atomic_path, write_json
 
@@ -74,6 +75,19 @@ class MixingBank:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def __getstate__(self):
+        # A bank backed by its cache file travels as the file's name (DataLoader workers map
+        # it again) instead of as a copy of every picture.
+        state = dict(self.__dict__)
+        if self.cache_path and isinstance(self.images, np.memmap):
+            state["images"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.images is None:
+            self.images = np.load(self.cache_path, mmap_mode="r")
 
     def __repr__(self) -> str:
         where = f", cache={self.cache_path!r}" if self.cache_path else ""
@@ -267,12 +281,6 @@ def _warn_skipped(folder: Path, skipped) -> None:
                     folder, len(skipped), skipped[0][0], skipped[0][1])
 
 
-def _progress(done: int, total: int, enabled: bool) -> None:
-    if enabled:
-        end = "\n" if done == total else ""
-        print(f"\rbuilding mixing bank: {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-
 def load_mixing_bank(folder, side: int = 256, cache_dir=None, skip_bad_files: bool = False,
                      progress: bool = False, workers: Optional[int] = None) -> MixingBank:
     """The bank of every picture under ``folder`` (recursive, hidden files skipped, sorted).
@@ -320,7 +328,9 @@ def load_mixing_bank(folder, side: int = 256, cache_dir=None, skip_bad_files: bo
         bad: List[Tuple[str, str]] = []
         workers = workers or max(1, min(8, os.cpu_count() or 1))
         chunk = 16 * workers
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        bar = tqdm(total=len(pictures), desc="mixing bank", unit="img", disable=not progress,
+                   file=sys.stderr)
+        with ThreadPoolExecutor(max_workers=workers) as pool, bar:
             for start in range(0, len(pictures), chunk):
                 part = pictures[start:start + chunk]
                 results = pool.map(lambda rel: _decode(str(folder / rel), side), part)
@@ -330,7 +340,7 @@ def load_mixing_bank(folder, side: int = 256, cache_dir=None, skip_bad_files: bo
                     else:
                         out[len(kept)] = arr
                         kept.append(rel)
-                _progress(start + len(part), len(pictures), progress)
+                bar.update(len(part))
         if bad and not skip_bad_files:
             raise _bad_files_error(folder, [(str(folder / p), r) for p, r in bad])
         if not kept:

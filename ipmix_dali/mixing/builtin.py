@@ -45,6 +45,7 @@ def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: 
     import sys
 
     from PIL import Image
+    from tqdm import tqdm
 
     if count < 1 or size < 8:
         raise ValueError(f"need count >= 1 and size >= 8, got count={count} size={size}")
@@ -59,6 +60,8 @@ def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: 
     os.makedirs(out_dir, exist_ok=True)
     names = [os.path.join(out_dir, f"fractal_{seed}_{i:06d}.{fmt}") for i in range(count)]
     todo = [i for i, name in enumerate(names) if not os.path.exists(name)]
+    bar = tqdm(total=len(todo), desc="fractals", unit="img", disable=not progress or not todo,
+               file=sys.stderr)
     for start in range(0, len(todo), chunk):
         batch = todo[start:start + chunk]
         if device == "gpu":
@@ -69,9 +72,6 @@ def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: 
             with atomic_write(names[i]) as f:
                 Image.fromarray(image).save(f, format="PNG" if fmt == "png" else "JPEG",
                                             quality=95)
-        if progress:
-            done = start + len(batch)
-            print(f"\rfractals: {done}/{len(todo)}", end="", file=sys.stderr, flush=True)
-    if progress and todo:
-        print(file=sys.stderr)
+        bar.update(len(batch))
+    bar.close()
     return len(todo), count - len(todo)

@@ -21,7 +21,7 @@ import os
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..atomic import atomic_write, write_json
 from ..corruptions import STANDARD
@@ -66,36 +66,14 @@ def _load_folder(files):
 
 
 def _chart(results, path):
-    methods = list(results)
+    """Top-1 error per method: clean, each corruption group, their mean."""
+    from ..plots import grouped_bars
+
     names = ["clean"] + list(GROUPS) + ["mean corruption"]
-    colours = [(200, 90, 60), (70, 130, 200)]
-    top = max(max(r["clean_error"], r["mean_corruption_error"], *r["group_error"].values())
-              for r in results.values())
-    top = max(10.0, np.ceil(top / 10) * 10)
-    bar, gap, h, left, base = 18, 22, 260, 50, 300
-    width = left + len(names) * (len(methods) * bar + gap) + 70  # room for the last label
-    img = Image.new("RGB", (width, base + 80), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    d.text((left, 8), "ipmix-dali demo: top-1 error (%) on digits val, clean and corrupted",
-           fill=(0, 0, 0))
-    for k in range(5):
-        y = base - h * k / 4
-        d.line((left - 5, y, width - 10, y), fill=(225, 225, 225))
-        d.text((5, y - 6), f"{top * k / 4:.0f}", fill=(90, 90, 90))
-    for i, name in enumerate(names):
-        x0 = left + i * (len(methods) * bar + gap)
-        for j, m in enumerate(methods):
-            r = results[m]
-            v = (r["clean_error"] if name == "clean" else r["mean_corruption_error"]
-                 if name == "mean corruption" else r["group_error"][name])
-            d.rectangle((x0 + j * bar, base - h * v / top, x0 + (j + 1) * bar - 3, base),
-                        fill=colours[j % 2])
-        d.text((x0, base + 6 + 12 * (i % 2)), name.replace("_", " "), fill=(0, 0, 0))
-    for j, m in enumerate(methods):
-        d.rectangle((left + 150 * j, base + 50, left + 150 * j + 12, base + 62), fill=colours[j % 2])
-        d.text((left + 150 * j + 18, base + 50), m, fill=(0, 0, 0))
-    with atomic_write(path) as f:
-        img.save(f, format="PNG")
+    series = {m: [r["clean_error"]] + [r["group_error"][g] for g in GROUPS]
+              + [r["mean_corruption_error"]] for m, r in results.items()}
+    return grouped_bars(names, series, path, "ipmix-dali demo: digits val, clean and corrupted "
+                        "(ImageNet-C-style, severities 1-5)", "top-1 error (%)")
 
 
 def run_demo(out="demo_out", epochs: int = 8, arch: str = "resnet18", batch_size: int = 64,
