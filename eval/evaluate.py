@@ -528,7 +528,8 @@ def compare(outs, log=print, chart=None) -> str:
     text = "\n".join(lines) + "\n"
     log(text)
     if chart:
-        written = severity_chart({o: r for o, r in rows}, chart)
+        written = severity_chart({os.path.basename(os.path.normpath(o)): r for o, r in rows},
+                                 chart)
         log(f"wrote {written}" if written else "no ImageNet-C results to chart")
     return text
 
