@@ -29,3 +29,18 @@ def photos224():
     from ipmix_dali.tools.samples import sample_photos
 
     return sample_photos(3, 224, seed=4, min_scale=0.3)
+
+
+@pytest.fixture
+def spoil_jpeg():
+    """``spoil(path)``: keep the JPEG's header up to its quantisation tables, replace the rest
+    with random bytes and an end-of-image marker: the header check passes, DALI's decoder fails
+    (``nvImageCodec failure``, no file name)."""
+    def spoil(path, seed=0, size=3000):
+        data = open(path, "rb").read()
+        dqt = data.index(b"\xff\xdb")
+        garbage = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+        with open(path, "wb") as f:
+            f.write(data[:dqt] + garbage + b"\xff\xd9")
+
+    return spoil

@@ -171,7 +171,7 @@ def test_decompression_bombs_are_bad_files(tmp_path):
     assert len(scan_image_folder(tmp_path, max_pixels=None)) == 7  # no limit
 
 
-def test_undecodable_jpeg_is_named_and_skippable(tmp_path, monkeypatch):
+def test_undecodable_jpeg_is_named_and_skippable(tmp_path, monkeypatch, spoil_jpeg):
     """Valid markers, garbage compressed data: DALI's decoder fails without naming the file.
     The loader finds and names it; --skip-bad-files then leaves it out."""
     from ipmix_dali import make_config
@@ -182,10 +182,7 @@ def test_undecodable_jpeg_is_named_and_skippable(tmp_path, monkeypatch):
     root = tmp_path / "tree"
     write_jpeg_tree(root, classes=2, per_class=8, size=(96, 80), seed=0)
     victim = scan_image_folder(root).files[5]
-    data = open(victim, "rb").read()
-    dqt = data.index(b"\xff\xdb")
-    garbage = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
-    open(victim, "wb").write(data[:dqt] + garbage + b"\xff\xd9")
+    spoil_jpeg(victim)
     cfg = make_config("none", "imagenet", image_size=64)
     with pytest.raises(ValueError) as info:
         loader = train_loader(scan_image_folder(root), cfg, batch_size=4)

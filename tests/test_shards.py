@@ -5,7 +5,6 @@ import json
 import tarfile
 from collections import Counter
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -88,17 +87,14 @@ def test_trainer_takes_shards(digits, tmp_path):
     assert summary["steps"] == 1438 // 128 and summary["val_samples"] == 359
 
 
-def test_bad_files_are_named_or_left_out(tmp_path, monkeypatch):
+def test_bad_files_are_named_or_left_out(tmp_path, monkeypatch, spoil_jpeg):
     from ipmix_dali.tools.samples import write_jpeg_tree
 
     monkeypatch.setenv("IPMIX_DALI_CACHE", str(tmp_path / "cache"))
     src = tmp_path / "src"
     write_jpeg_tree(src, classes=2, per_class=4, size=(48, 40), seed=1)
     victim = scan_image_folder(src).files[2]
-    data = open(victim, "rb").read()
-    dqt = data.index(b"\xff\xdb")
-    garbage = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
-    open(victim, "wb").write(data[:dqt] + garbage + b"\xff\xd9")
+    spoil_jpeg(victim)
     with pytest.raises(ValueError, match=f"do not decode with DALI's decoder, first {victim}"):
         make_shards(src, tmp_path / "a", shard_size=3, progress=False)
     m = make_shards(src, tmp_path / "b", shard_size=3, skip_bad_files=True, progress=False)
