@@ -33,14 +33,7 @@ import numpy as np
 
 from ..ops.table import MIX_OP_ID
 from ..plans import Plan
-from .base import (
-    augmented_partners,
-    check_inputs,
-    ipmix_schedule,
-    layermix_schedule,
-    output_array,
-    pixmix_schedule,
-)
+from . import base
 from .cupy_ops import BLOCK, MAX_GRID, OpPlan, prepare_pil_op
 
 __all__ = ["CupyExecutor", "Program"]
@@ -185,10 +178,10 @@ class CupyExecutor:
         """Views (V, N, H, W, 3) of ``images`` (uint8 (N, S, S, 3)) under ``plan``, written into
         ``out`` (float32 or float16, any strides) or a new array of ``dtype``."""
         xp = self.xp
-        check_inputs(images, mixing_pictures, plan)
+        base.check_inputs(images, mixing_pictures, plan)
         x = xp.ascontiguousarray(images)
         pics = None if mixing_pictures is None else xp.ascontiguousarray(mixing_pictures)
-        out = output_array(xp, out, (plan.views,) + x.shape, dtype)
+        out = base.output_array(xp, out, (plan.views,) + x.shape, dtype)
         prog = Program()
         getattr(self, "_" + plan.method)(prog, x, pics, plan, plan.config, out)
         prog.run(xp)
@@ -198,7 +191,7 @@ class CupyExecutor:
         """(images / 255 - mean) / std of uint8 (N, H, W, 3) images: JSD's clean view."""
         xp = self.xp
         x = xp.ascontiguousarray(images)
-        out = output_array(xp, out, x.shape, dtype)
+        out = base.output_array(xp, out, x.shape, dtype)
         prog = Program()
         self._emit_normalize(prog, x, x.shape[0], 1, 1, out[None], config)
         prog.run(xp)
@@ -380,7 +373,7 @@ class CupyExecutor:
         v, k, t = plan.op.shape[1:]
         h, w = x.shape[1:3]
         y = self._chains(prog, x, v * k)
-        sample, flat = ipmix_schedule(plan)
+        sample, flat = base.ipmix_schedule(plan)
         out_mode = _OUT_WRAP_U8 if cfg.overflow == "wrap" else _OUT_CLIP_U8
         for s in range(t):
             rows = np.nonzero(flat["mix_op"][:, s] >= 0)[0]
@@ -390,7 +383,7 @@ class CupyExecutor:
                 continue
             # The step's chain ops and its augmented partners' ops in one pass.
             prow, partner_b = self._partners(
-                prog, x, sample[rows], augmented_partners("ipmix", flat, rows, s),
+                prog, x, sample[rows], base.augmented_partners("ipmix", flat, rows, s),
                 flat["partner_op"][rows, s], flat["partner_param"][rows, s],
                 chain=(y, flat["op"][:, s], flat["param"][:, s]))
             top, left = flat["top"][rows, s].astype(np.int64), flat["left"][rows, s].astype(np.int64)
@@ -427,7 +420,7 @@ class CupyExecutor:
 
     def _pixmix(self, prog, x, pics, plan, cfg, out):
         n, v = plan.rounds.shape
-        sample, flat = pixmix_schedule(plan)
+        sample, flat = base.pixmix_schedule(plan)
         start = self._chains(prog, x, v)
         self._ops_in_place(prog, prepare_pil_op, start, plan.start_op.ravel(),
                            plan.start_param.ravel())
@@ -439,7 +432,7 @@ class CupyExecutor:
             if len(rows) == 0:
                 continue
             prow, partner_b = self._partners(prog, x, sample[rows],
-                                             augmented_partners("pixmix", flat, rows, r),
+                                             base.augmented_partners("pixmix", flat, rows, r),
                                              flat["partner_op"][rows, r],
                                              flat["partner_param"][rows, r])
             self._mix_full(prog, z, rows, pics, partner_b, None, prow, flat["mix_op"][rows, r],
@@ -450,7 +443,7 @@ class CupyExecutor:
         from .cupy_layermix import prepare_layermix_op, prepare_to_float
 
         n, v = plan.steps.shape
-        sample, f = layermix_schedule(plan)
+        sample, f = base.layermix_schedule(plan)
         xf = prog.buffer(x.shape, np.float32)
         prog.add_op_plan(prepare_to_float(x.shape), x, xf)
         img = prog.buffer((n * v,) + tuple(x.shape[1:]), np.float32)

@@ -15,15 +15,8 @@ import numpy as np
 from ..ops import masks
 from ..ops.table import MIX_OP_ID
 from ..plans import Plan
+from . import base
 from . import float_ops as fo
-from .base import (
-    augmented_partners,
-    check_inputs,
-    ipmix_schedule,
-    layermix_schedule,
-    output_array,
-    pixmix_schedule,
-)
 
 _ADD, _MUL = MIX_OP_ID["add"], MIX_OP_ID["multiply"]
 _PIX, _ELEM = MIX_OP_ID["random_pixels"], MIX_OP_ID["random_elems"]
@@ -133,8 +126,8 @@ class NumpyExecutor:
 
     def apply(self, images: np.ndarray, mixing_pictures, plan: Plan, out=None,
               dtype="float32") -> np.ndarray:
-        check_inputs(images, mixing_pictures, plan)
-        out = output_array(np, out, (plan.views,) + images.shape, dtype)
+        base.check_inputs(images, mixing_pictures, plan)
+        out = base.output_array(np, out, (plan.views,) + images.shape, dtype)
         run = getattr(self, "_" + plan.method)
         size = min(self.chunk_size, max(1, -(-plan.n // self.threads)))
 
@@ -158,7 +151,7 @@ class NumpyExecutor:
 
     def normalize(self, images: np.ndarray, config, out=None, dtype="float32") -> np.ndarray:
         """(images / 255 - mean) / std: JSD's clean view."""
-        out = output_array(np, out, images.shape, dtype)
+        out = base.output_array(np, out, images.shape, dtype)
         for start in range(0, images.shape[0], self.chunk_size):
             stop = start + self.chunk_size
             out[start:stop] = self._pre(images[start:stop], config)
@@ -221,7 +214,7 @@ class NumpyExecutor:
         shape = x.shape[1:]
         to_u8 = fo.to_uint8_wrap if cfg.overflow == "wrap" else fo.to_uint8_clip
         y = np.broadcast_to(x[:, None, None], (n, v, k) + shape).reshape((n * v * k,) + shape).copy()
-        sample, flat = ipmix_schedule(plan)  # sample of every chain row, per-row fields
+        sample, flat = base.ipmix_schedule(plan)  # sample of every chain row, per-row fields
         size = shape[0]
         dirty = np.zeros((n * v * k, 4), dtype=np.int64)  # box where y differs from x
         for s in range(t):
@@ -232,7 +225,7 @@ class NumpyExecutor:
                 continue
             # Partner of each P step: the mixing picture, or one op on the clean input.
             partner = pics[sample[rows]]
-            aug = np.nonzero(augmented_partners("ipmix", flat, rows, s))[0]
+            aug = np.nonzero(base.augmented_partners("ipmix", flat, rows, s))[0]
             if len(aug):
                 partner[aug] = apply_ops_grouped(x[sample[rows[aug]]],
                                                  flat["partner_op"][rows[aug], s],
@@ -258,7 +251,7 @@ class NumpyExecutor:
     def _pixmix(self, x, pics, plan, cfg):
         n, v = plan.rounds.shape
         shape = x.shape[1:]
-        sample, flat = pixmix_schedule(plan)
+        sample, flat = base.pixmix_schedule(plan)
         start_u8 = apply_ops_grouped(x[sample], plan.start_op.ravel(), plan.start_param.ravel())
         z = fo.to_float(start_u8)
         fresh = np.ones(n * v, dtype=bool)  # z is still to_float(start_u8): tables apply to it
@@ -268,7 +261,7 @@ class NumpyExecutor:
                 continue
             # Partners stay uint8 (the mixing picture or one op on the clean input).
             partner = pics[sample[rows]]
-            aug = np.nonzero(augmented_partners("pixmix", flat, rows, r))[0]
+            aug = np.nonzero(base.augmented_partners("pixmix", flat, rows, r))[0]
             if len(aug):
                 partner[aug] = apply_ops_grouped(x[sample[rows[aug]]],
                                                  flat["partner_op"][rows[aug], r],
@@ -289,7 +282,7 @@ class NumpyExecutor:
 
         n, v = plan.steps.shape
         shape = x.shape[1:]
-        sample, f = layermix_schedule(plan)
+        sample, f = base.layermix_schedule(plan)
         xf = to_float_np(x)[sample]
         op, steps, param, blend = f["op"], f["steps"], f["param"], f["blend"]
         a, b, mp, ms = f["a"], f["b"], f["mask_p"], f["mask_seed"]
