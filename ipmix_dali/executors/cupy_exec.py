@@ -34,7 +34,7 @@ import numpy as np
 from ..ops.table import MIX_OP_ID
 from ..plans import Plan
 from . import base
-from .cupy_ops import BLOCK, MAX_GRID, OpPlan, prepare_pil_op
+from .cupy_ops import OpPlan, grid_geometry, prepare_pil_op
 
 __all__ = ["CupyExecutor", "Program"]
 
@@ -43,11 +43,6 @@ _OUT_WRAP_U8, _OUT_CLIP_U8 = 1, 2
 _TABLE_ALIGN = 16  # bytes: every table of the packed upload starts on this boundary
 assert (MIX_OP_ID["add"], MIX_OP_ID["multiply"], MIX_OP_ID["random_pixels"],
         MIX_OP_ID["random_elems"]) == (0, 1, 2, 3), "mixing.cu numbers the mix ops 0..3"
-
-
-def _geometry(count):
-    blocks = max(1, min(MAX_GRID, -(-int(count) // BLOCK)))
-    return (blocks, 1, 1), (BLOCK, 1, 1)
 
 
 class Ref:
@@ -100,7 +95,7 @@ class Program:
 
     def launch(self, file: str, name: str, count: int, *args):
         if count > 0:
-            grid, block = _geometry(count)
+            grid, block = grid_geometry(count)
             self.launches.append((file, name, grid, block, args))
 
     def add_op_plan(self, plan: OpPlan, images, out):

@@ -26,13 +26,11 @@ import numpy as np
 
 from ..ops.table import LAYERMIX_OPS
 from . import layermix_ops as lm
-from .cupy_ops import KernelLaunch, OpPlan, execute_plan
+from .cupy_ops import BLOCK, MAX_GRID, KernelLaunch, OpPlan, execute_plan, grid_geometry
 
 __all__ = ["apply_layermix_op_cupy", "to_float_cupy", "prepare_layermix_op", "prepare_to_float",
            "BLOCK", "MAX_GRID", "MINMAX_PIXELS_PER_LANE"]
 
-BLOCK = 256  # threads per block of every launch
-MAX_GRID = 8192  # grid-stride loops: at most this many blocks per launch
 MINMAX_PIXELS_PER_LANE = 64  # autocontrast's min/max: pixels one thread reduces before its atomics
 
 # layermix_affine_bilinear's per-image modes
@@ -43,14 +41,8 @@ _INT32_MAX = np.iinfo(np.int32).max
 _INT32_MIN = np.iinfo(np.int32).min
 
 
-def _geometry(count: int):
-    """(grid, block) of a grid-stride launch over ``count`` work items."""
-    blocks = max(1, min(MAX_GRID, -(-int(count) // BLOCK)))
-    return (blocks, 1, 1), (BLOCK, 1, 1)
-
-
 def _launch(name: str, count: int, *args) -> KernelLaunch:
-    grid, block = _geometry(count)
+    grid, block = grid_geometry(count)
     return KernelLaunch(_FILE, name, grid, block, tuple(args))
 
 

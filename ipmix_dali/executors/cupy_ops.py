@@ -30,7 +30,7 @@ from ..ops.table import PIL_OPS
 from . import np_ops
 
 __all__ = ["apply_pil_op_cupy", "prepare_pil_op", "execute_plan", "OpPlan", "KernelLaunch",
-           "BLOCK", "MAX_GRID"]
+           "BLOCK", "MAX_GRID", "grid_geometry"]
 
 BLOCK = 256  # threads per block of every launch
 MAX_GRID = 8192  # grid-stride loops: at most this many blocks per launch
@@ -70,14 +70,14 @@ class OpPlan:
     launches: List[KernelLaunch] = field(default_factory=list)
 
 
-def _geometry(count: int):
+def grid_geometry(count: int):
     """(grid, block) of a grid-stride launch over ``count`` work items."""
     blocks = max(1, min(MAX_GRID, -(-int(count) // BLOCK)))
     return (blocks, 1, 1), (BLOCK, 1, 1)
 
 
 def _launch(file: str, name: str, count: int, *args) -> KernelLaunch:
-    grid, block = _geometry(count)
+    grid, block = grid_geometry(count)
     return KernelLaunch(file, name, grid, block, tuple(args))
 
 
