@@ -275,8 +275,10 @@ def test_autocontrast_reduction_widths(mod, images, monkeypatch, lanes_pixels):
 
 def test_grid_stride_loops(mod, images, monkeypatch):
     """Tiny grids (3 blocks of 32 threads) make every thread loop over many items."""
-    monkeypatch.setattr(cl, "BLOCK", 32)
-    monkeypatch.setattr(cl, "MAX_GRID", 3)
+    from ipmix_dali.executors import cupy_ops
+
+    monkeypatch.setattr(cupy_ops, "BLOCK", 32)  # grid_geometry's, for every kernel family
+    monkeypatch.setattr(cupy_ops, "MAX_GRID", 3)
     imgs = images[32]
     rng = np.random.default_rng(5)
     for op_id, name in enumerate(LAYERMIX_OPS):
