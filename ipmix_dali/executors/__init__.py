@@ -19,8 +19,3 @@ def get_executor(name: str, **kwargs):
         from .cupy_exec import CupyExecutor
         return CupyExecutor(**kwargs)
     raise ValueError(f"unknown executor {name!r}: choose 'reference', 'numpy' or 'cupy'")
-
-
-def clean_view(executor, images, config, out=None, dtype="float32"):
-    """The normalised input (JSD's clean view) on ``executor``, with ``config``'s mean and std."""
-    return executor.normalize(images, config, out=out, dtype=dtype)
