@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from .config import MIXING_METHODS, make_config, mixing_side
+from .config import MIXING_METHODS, make_config
 from .plans import sample_plan
 from .rng import make_rng
 
@@ -34,8 +34,9 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
 
     Args:
         images: uint8 NHWC batch: numpy / cupy array or torch tensor (CPU or CUDA).
-        mixing_bank: a :class:`~ipmix_dali.mixing.bank.MixingBank`, a uint8 (M, T, T, 3) array
-            of square pictures (T >= S), or None for the built-in fractal set (methods that mix).
+        mixing_bank: a :class:`~ipmix_dali.mixing.bank.MixingBank`, a folder, a uint8
+            (M, T, T, 3) array of square pictures (T >= S), or None for the built-in fractal set
+            (methods that mix); see :func:`ipmix_dali.mixing.as_mixing_bank`.
         method, preset, options: see :func:`ipmix_dali.config.make_config`.
         seed, shard, epoch, iteration: the plan's key; the same key gives the same pixels.
         jsd: return (clean, view1, view2) instead of one view.
@@ -46,7 +47,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
         Normalised float32 NHWC views of the input's kind (a tuple of three with ``jsd``).
     """
     from .executors import get_executor
-    from .mixing.bank import MixingBank, bank_from_array
+    from .mixing import as_mixing_bank
 
     kind = _kind(images)
     executor = executor or ("cupy" if kind in ("cupy", "torch-cuda") else "numpy")
@@ -63,14 +64,7 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
     if host.dtype != np.uint8 or host.ndim != 4 or host.shape[-1] != 3:
         raise ValueError(f"images must be uint8 (N, S, S, 3), got {host.dtype} {tuple(host.shape)}")
 
-    bank = None
-    if cfg.method in MIXING_METHODS:
-        if mixing_bank is None:
-            from .mixing.builtin import builtin_mixing_bank
-
-            mixing_bank = builtin_mixing_bank(count=16, side=mixing_side(cfg.image_size))
-        bank = mixing_bank if isinstance(mixing_bank, MixingBank) else bank_from_array(
-            np.asarray(mixing_bank))
+    bank = as_mixing_bank(mixing_bank, cfg.image_size) if cfg.method in MIXING_METHODS else None
     plan = sample_plan(cfg, host.shape[0], make_rng(seed, shard, epoch, iteration),
                        len(bank) if bank else 0, bank.side if bank else 0)
     if executor != "cupy" and kind in ("cupy", "torch-cuda"):

@@ -44,12 +44,12 @@ def augment(images, method: str = "ipmix", *, mixing_set=None, preset: str = "im
 
     from .config import MIXING_METHODS, make_config
     from .executors import get_executor
+    from .mixing import as_mixing_bank
     from .pipeline import AugmentStage
-    from .transforms import _bank
 
     config = make_config(method, preset, jsd=jsd, **options)
     device = "gpu" if getattr(images, "device", "cpu") == "gpu" else "cpu"
-    bank = _bank(mixing_set, config) if config.method in MIXING_METHODS else None
+    bank = as_mixing_bank(mixing_set, config.image_size) if config.method in MIXING_METHODS else None
     executor = executor or get_executor("cupy" if device == "gpu" else "numpy")
     stage = AugmentStage(config, bank, executor, seed, shard_id, batches_per_epoch, dtype,
                          layout, start_batch, device)

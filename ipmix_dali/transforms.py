@@ -27,28 +27,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import MIXING_METHODS, make_config, mixing_side
+from .config import MIXING_METHODS, make_config
+from .mixing import as_mixing_bank
 from .plans import sample_plan
 from .rng import make_rng
 
 __all__ = ["IPMix", "PixMix", "AugMix", "LayerMix", "BatchIPMix", "BatchPixMix", "BatchAugMix",
            "BatchLayerMix", "MixTransform", "BatchMix"]
-
-
-def _bank(mixing_set, config):
-    """A MixingBank for ``mixing_set``: a folder (pre-resized once, memory-mapped, cached), a
-    MixingBank, a uint8 (M, T, T, 3) array, or None (the built-in fractals)."""
-    from .mixing import bank_from_array, builtin_mixing_bank, load_mixing_bank
-    from .mixing.bank import MixingBank
-
-    side = mixing_side(config.image_size)
-    if mixing_set is None:
-        return builtin_mixing_bank(count=16, side=side)
-    if isinstance(mixing_set, MixingBank):
-        return mixing_set
-    if isinstance(mixing_set, np.ndarray):
-        return bank_from_array(mixing_set)
-    return load_mixing_bank(mixing_set, side=side)
 
 
 class MixTransform:
@@ -115,7 +100,7 @@ class MixTransform:
             self._executor = (get_executor("numpy", chunk_size=1) if self.executor == "numpy"
                               else get_executor("reference"))
             if self.config.method in MIXING_METHODS:
-                self._bank = _bank(self.mixing_set, self.config)
+                self._bank = as_mixing_bank(self.mixing_set, self.config.image_size)
         # A fresh key per call from torch's generator: per worker (DataLoader seeds each
         # worker's generator) and per sample, reproducible under torch.manual_seed.
         key = int(torch.randint(0, 2 ** 62, (1,)))
@@ -187,7 +172,7 @@ class BatchMix(_torch_module()):
         from .api import augment
 
         if self.config.method in MIXING_METHODS and self._bank is None:
-            self._bank = _bank(self.mixing_set, self.config)
+            self._bank = as_mixing_bank(self.mixing_set, self.config.image_size)
         channels_first = images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3
         x = images.permute(0, 2, 3, 1) if channels_first else images
         views = augment(x.contiguous(), self._bank, seed=self.seed, shard=self.rank, epoch=epoch,

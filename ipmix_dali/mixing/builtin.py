@@ -7,14 +7,15 @@ as an in-memory bank or written as files.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
 from ..atomic import atomic_write
-from .bank import MixingBank, bank_from_array
+from .bank import MixingBank, bank_from_array, load_mixing_bank
 from .fractals import _fractal_rng, render_fractal, render_fractals
 
-__all__ = ["builtin_mixing_bank", "write_fractal_set"]
+__all__ = ["builtin_mixing_bank", "as_mixing_bank", "write_fractal_set"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -32,6 +33,22 @@ def builtin_mixing_bank(count: int = 16, side: int = 256, seed: int = 0) -> Mixi
     return bank_from_array(images, paths=[f"builtin:fractal:seed={seed}:{i}" for i in range(count)])
 
 
+def as_mixing_bank(source, image_size: int) -> MixingBank:
+    """The MixingBank the user-facing entry points (``augment``, the transforms, the DALI
+    function) take for ``source``: None (16 built-in fractals), a MixingBank, a folder
+    (pre-resized once, memory-mapped, cached) or a uint8 (M, T, T, 3) array. Pictures are
+    ``mixing_side(image_size)`` on a side."""
+    from ..config import mixing_side
+
+    if source is None:
+        return builtin_mixing_bank(count=16, side=mixing_side(image_size))
+    if isinstance(source, MixingBank):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return load_mixing_bank(source, side=mixing_side(image_size))
+    return bank_from_array(np.asarray(source))
+
+
 def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: str = "png",
                       progress: bool = False, chunk: int | None = None, device: str = "cpu"):
     """Write fractals 0..count-1 of ``seed`` as ``fractal_<seed>_<index>.<fmt>`` files.
@@ -41,7 +58,6 @@ def write_fractal_set(out_dir, count: int, size: int = 256, seed: int = 0, fmt: 
     interrupted run resumes: files already present are kept and not rendered again. Each file is
     written to a temporary name and renamed. Returns (written, kept).
     """
-    import os
     import sys
 
     from PIL import Image
