@@ -4,6 +4,7 @@ A reader (or a resumed run) sees the old file or the new one, never half of one:
 reports, checkpoints and caches all go through :func:`atomic_write`. The new file gets the mode
 a plain ``open()`` would give it (0666 less the umask; ``mkstemp``'s own is 0600), and a full
 disk is one :class:`DiskFullError` naming the file, with the old file left as it was.
+:func:`cache_root` is the folder the caches written this way live under.
 """
 from __future__ import annotations
 
@@ -13,11 +14,20 @@ import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_path", "write_json", "fsync_dir", "DiskFullError",
-           "is_disk_full"]
+           "is_disk_full", "cache_root"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def cache_root() -> Path:
+    """``$IPMIX_DALI_CACHE``, else ``$XDG_CACHE_HOME/ipmix-dali``, else ``~/.cache/ipmix-dali``:
+    where the compiled kernels and the undecodable-file registry are kept."""
+    root = os.environ.get("IPMIX_DALI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ipmix-dali")
+    return Path(root)
 
 
 class DiskFullError(OSError):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from .atomic import cache_root, write_json
+
 __all__ = ["FileList", "scan_image_folder", "read_file_list", "check_image_file", "image_size",
            "find_undecodable", "remember_undecodable", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
@@ -159,9 +161,7 @@ def check_image_file(path: str, max_pixels: Optional[int] = MAX_IMAGE_PIXELS,
 
 # --- files that pass the header check but not DALI's decoder --------------------------------
 def _registry_path() -> Path:
-    root = os.environ.get("IPMIX_DALI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ipmix-dali")
-    return Path(root) / "undecodable_files.json"
+    return cache_root() / "undecodable_files.json"
 
 
 def _known_undecodable() -> dict:
@@ -185,9 +185,6 @@ def _known_undecodable() -> dict:
 
 def remember_undecodable(paths) -> None:
     """Record files DALI's decoder failed on, so ``skip_bad_files`` leaves them out later."""
-
-    from .atomic import write_json
-
     entries = _known_undecodable()
     for path in paths:
         st = os.stat(path)

@@ -34,6 +34,7 @@ import re
 import threading
 from pathlib import Path
 
+from ..atomic import atomic_write, cache_root
 from ..kernels import KERNEL_DIR
 
 COMPILE_OPTIONS = ("-std=c++17", "--fmad=false", "--ftz=false", "--prec-div=true",
@@ -60,18 +61,13 @@ def read_source(filename: str) -> str:
 
 
 def kernel_cache_dir() -> Path:
-    """Where compiled kernels are kept: ``$IPMIX_DALI_CACHE/kernels`` or
-    ``~/.cache/ipmix-dali/kernels``."""
-    root = os.environ.get("IPMIX_DALI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ipmix-dali")
-    return Path(root) / "kernels"
+    """Where compiled kernels are kept: ``kernels/`` under :func:`~ipmix_dali.atomic.cache_root`."""
+    return cache_root() / "kernels"
 
 
 def compiled_kernel(filename: str, arch: str) -> Path:
     """The CUBIN of ``kernels/filename`` for ``arch`` (e.g. "sm_90") with COMPILE_OPTIONS, from
     the disk cache or compiled now (written atomically, so processes can share the cache)."""
-    from ..atomic import atomic_write
-
     source = read_source(filename)
     lib = _find_libnvrtc()
     key = hashlib.sha1("\n".join([source, arch, *COMPILE_OPTIONS, _nvrtc_version(lib)])
