@@ -17,6 +17,7 @@ so that no sample fails in training.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -100,22 +101,12 @@ def _write_shard(path, samples):
                     info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size, info.mode, info.mtime = len(payload), 0o644, 0
                     header = tar.offset  # a short USTAR name: one header block, then the data
-                    tar.addfile(info, _Bytes(payload))
+                    tar.addfile(info, io.BytesIO(payload))
                     members.append((info.name, header + tarfile.BLOCKSIZE, len(payload)))
                 lines.append(_index_line(members))
     with atomic_path(path[:-4] + ".idx", ".idx") as tmp:
         with open(tmp, "w") as f:
             f.write(f"v1.2 {len(samples)}\n" + "\n".join(lines) + "\n")
-
-
-class _Bytes:
-    def __init__(self, data):
-        self.data, self.pos = data, 0
-
-    def read(self, n=-1):
-        chunk = self.data[self.pos:] if n < 0 else self.data[self.pos:self.pos + n]
-        self.pos += len(chunk)
-        return chunk
 
 
 def make_shards(src, out, shard_size: int = 1000, skip_bad_files: bool = False,
@@ -140,7 +131,8 @@ def make_shards(src, out, shard_size: int = 1000, skip_bad_files: bool = False,
                 raise ValueError(f"{len(bad)} file(s) of {files.source} do not decode with "
                                  f"DALI's decoder, first {bad[0]}: delete them, or pass "
                                  f"--skip-bad-files to leave them out")
-            keep = [i for i, s in enumerate(sources) if s not in set(bad)]
+            bad_set = set(bad)
+            keep = [i for i, s in enumerate(sources) if s not in bad_set]
             skipped += [(b, "DALI's decoder fails on it") for b in bad]
             sources, labels = [sources[i] for i in keep], [labels[i] for i in keep]
     settings = {"format": FORMAT, "source": files.source, "shard_size": shard_size,
