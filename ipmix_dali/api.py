@@ -3,7 +3,8 @@
     views = augment(images, bank, method="ipmix", seed=0, iteration=step)
 
 NumPy arrays (and CPU torch tensors) run on the NumPy executor; CuPy arrays and CUDA torch
-tensors run on the CuPy executor, zero-copy through DLPack, on the caller's stream.
+tensors run on the CuPy executor, zero-copy through DLPack, on the device they live on and (torch)
+on the caller's current stream; the mixing bank stays resident on that GPU and is cropped there.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import numpy as np
 
 from .config import MIXING_METHODS, make_config
+from .device import on_device
 from .plans import sample_plan
 from .rng import make_rng
 
@@ -70,21 +72,24 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
     if executor != "cupy" and kind in ("cupy", "torch-cuda"):
         raise ValueError(f"executor {executor!r} runs on the CPU: pass host arrays or "
                          f"executor='cupy'")
-    stream = contextlib.nullcontext()
-    if kind == "torch-cuda":  # run on the caller's torch stream, as the docstring promises
-        import cupy
+    device_id, stream = None, contextlib.nullcontext()
+    if kind == "cupy":
+        device_id = host.device.id
+    elif kind == "torch-cuda":  # on the caller's torch stream, as the docstring promises
         import torch
 
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(images.device).cuda_stream)
+        from .device import cupy_stream
+
+        device_id = images.device.index
+        stream = cupy_stream(torch.cuda.current_stream(images.device))
     ex = get_executor(executor)
-    with stream:
+    with on_device(device_id), stream:
         pics = None
         if bank is not None:
-            pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
-            if executor == "cupy":
-                import cupy
-
-                pics = cupy.asarray(pics)
+            if executor == "cupy":  # cropped on the GPU from the bank's resident copy
+                pics = ex.crop_pictures(bank.on_device(device_id), plan, cfg.image_size)
+            else:
+                pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
         views = ex.apply(host, pics, plan)
         clean = ex.normalize(host, cfg) if jsd else None
 

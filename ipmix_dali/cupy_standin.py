@@ -31,6 +31,15 @@ host's share). What the counts mean on a GPU:
 * not device operations: ``sync`` (a wait for the device), ``dlpack`` (a DLPack handover),
   ``alloc`` (``empty``: the memory pool, no launch).
 
+Devices: ``installed(devices=2)`` exposes two GPUs. Every array remembers the device that was
+current when it was made (as CuPy's do); ``with cupy.cuda.Device(i):`` switches the current
+device of the calling thread; a kernel launch or an elementwise operation on an array of
+another device raises, where a real GPU would read another GPU's memory (an illegal address,
+or silently a peer copy). Host-to-device copies made by ``cupy.asarray`` of a host array are
+staged through a pinned block that the pinned pool keeps (CuPy's ``_array_default``);
+``ndarray.set`` copies from pageable memory without it. ``DEVICE.pinned_bytes`` is what the
+pinned pool holds.
+
 It is a tool for the Python side only: emulated kernels give the GPU's pixels where the kernels
 follow CUDA's semantics, but timing, streams and concurrency are not modelled.
 """
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 import types
 from collections import Counter
@@ -65,6 +75,29 @@ class StandinDevice:
         self.device_seconds = 0.0
         self.log = []  # (kind, detail) in order, when ``record`` is on
         self.record = False
+        self.device_count = 1
+        self.pinned_bytes = 0  # held by the pinned memory pool
+        self.h2d_bytes = 0
+        self._current = threading.local()
+
+    @property
+    def current(self) -> int:
+        """The calling thread's current device (0 until a ``with Device(i):`` says otherwise)."""
+        return getattr(self._current, "id", 0)
+
+    @current.setter
+    def current(self, device_id: int):
+        self._current.id = int(device_id)
+
+    def check_same_device(self, what, args):
+        """Raise as the GPU would when ``what`` runs on the current device with an array of
+        another one (CuPy raises for its own operations; a raw kernel reads foreign memory)."""
+        here = self.current
+        for a in args:
+            if isinstance(a, ndarray) and a.device_id != here:
+                raise RuntimeError(f"{what} ran on device {here} with an array of device "
+                                   f"{a.device_id} (CuPy stand-in; on a GPU: an illegal memory "
+                                   f"access or a silent peer read)")
 
     @property
     def device_ops(self) -> int:
@@ -130,11 +163,22 @@ def _advanced(key) -> bool:
 
 
 class ndarray(np.ndarray):
-    """A "device" array: NumPy memory, CuPy's operations counted."""
+    """A "device" array: NumPy memory, CuPy's operations counted, the device it lives on."""
 
     __module__ = "cupy"
 
+    def __array_finalize__(self, obj):
+        # Views keep their base's device; new arrays belong to the current device.
+        self.device_id = getattr(obj, "device_id", None)
+        if self.device_id is None:
+            self.device_id = DEVICE.current
+
+    @property
+    def device(self):
+        return Device(self.device_id)
+
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        DEVICE.check_same_device(f"cupy.{ufunc.__name__}", inputs)
         with DEVICE.work("elementwise", ufunc.__name__):
             if out is not None:
                 kwargs["out"] = _host_tree(out)
@@ -180,6 +224,16 @@ class ndarray(np.ndarray):
         with DEVICE.work("d2h"):
             return np.array(_host(self))
 
+    def set(self, arr, stream=None):
+        """A copy from host memory as it is (pageable: no pinned staging block)."""
+        arr = np.asarray(arr)
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError(f"set: shape/dtype mismatch {arr.shape} {arr.dtype} vs "
+                             f"{self.shape} {self.dtype}")
+        with DEVICE.work("h2d", "set"):
+            np.copyto(_host(self), arr)
+        DEVICE.h2d_bytes += arr.nbytes
+
     def __dlpack__(self, stream=None, **kwargs):
         DEVICE.note("dlpack")
         return np.ndarray.__dlpack__(_host(self))
@@ -199,7 +253,12 @@ def asarray(a, dtype=None, order=None):
     if isinstance(a, ndarray):
         return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
     with DEVICE.work("h2d"):
-        return np.array(a, dtype=dtype, order=order or "K", copy=True).view(ndarray)
+        result = np.array(a, dtype=dtype, order=order or "K", copy=True).view(ndarray)
+    # CuPy stages a pageable host array through a pinned block of the same size, which the
+    # pinned pool keeps (and reuses) after the copy.
+    DEVICE.pinned_bytes = max(DEVICE.pinned_bytes, result.nbytes)
+    DEVICE.h2d_bytes += result.nbytes
+    return result
 
 
 def array(a, dtype=None, copy=True, order="K"):
@@ -278,11 +337,24 @@ class _MemoryPool:
         pass
 
 
+class _PinnedMemoryPool:
+    def total_bytes(self):
+        return DEVICE.pinned_bytes
+
+    def free_all_blocks(self):
+        DEVICE.pinned_bytes = 0
+
+
 _POOL = _MemoryPool()
+_PINNED_POOL = _PinnedMemoryPool()
 
 
 def get_default_memory_pool():
     return _POOL
+
+
+def get_default_pinned_memory_pool():
+    return _PINNED_POOL
 
 
 # --- kernels -------------------------------------------------------------------------------
@@ -291,6 +363,7 @@ class _Kernel:
         self.module, self.name = module, name
 
     def __call__(self, grid, block, args, shared_mem=0, stream=None):
+        DEVICE.check_same_device(f"kernel {self.name}", args)
         if DEVICE.mode != "emulate":
             DEVICE.note("kernel", self.name)
             return
@@ -324,7 +397,7 @@ class RawModule:
 
 # --- cupy.cuda -----------------------------------------------------------------------------
 class _Current:
-    """``with stream:`` / ``with device:`` (nothing to switch on the CPU)."""
+    """``with stream:`` (streams are not modelled: nothing to switch)."""
 
     def use(self):
         return self
@@ -350,6 +423,16 @@ Stream.null = Stream(null=True)
 class ExternalStream(Stream):
     def __init__(self, ptr, device_id=-1):
         super().__init__(ptr=ptr)
+        self.device_id = device_id
+
+
+def _stream_from_external(obj):
+    """``Stream.from_external``: a stream of an object with ``__cuda_stream__`` (CuPy 14)."""
+    version, ptr = obj.__cuda_stream__()
+    return Stream(ptr=ptr)
+
+
+Stream.from_external = staticmethod(_stream_from_external)
 
 
 class Event:
@@ -367,10 +450,29 @@ def get_elapsed_time(start, end):
     return (end.time - start.time) * 1e3
 
 
-class Device(_Current):
-    def __init__(self, device=0):
-        self.id = int(device or 0)
+class Device:
+    """``cupy.cuda.Device``: ``Device()`` is the current one; ``with Device(i):`` makes device i
+    current in this thread until the block ends."""
+
+    def __init__(self, device=None):
+        self.id = DEVICE.current if device is None else int(device)
+        if not 0 <= self.id < DEVICE.device_count:
+            raise RuntimeError(f"cudaErrorInvalidDevice: device {self.id} of "
+                               f"{DEVICE.device_count} (CuPy stand-in)")
         self.compute_capability = f"{PROPERTIES['major']}{PROPERTIES['minor']}"
+        self._previous = []
+
+    def use(self):
+        DEVICE.current = self.id
+
+    def __enter__(self):
+        self._previous.append(DEVICE.current)
+        DEVICE.current = self.id
+        return self
+
+    def __exit__(self, *exc):
+        DEVICE.current = self._previous.pop()
+        return False
 
     def synchronize(self):
         DEVICE.note("sync", "device")
@@ -381,7 +483,7 @@ def get_current_stream(device_id=-1):
 
 
 _runtime = types.SimpleNamespace(
-    getDeviceCount=lambda: 1, getDeviceProperties=lambda i: dict(PROPERTIES),
+    getDeviceCount=lambda: DEVICE.device_count, getDeviceProperties=lambda i: dict(PROPERTIES),
     driverGetVersion=lambda: 13000, runtimeGetVersion=lambda: 13000,
     memGetInfo=lambda: (PROPERTIES["totalGlobalMem"], PROPERTIES["totalGlobalMem"]))
 
@@ -410,7 +512,7 @@ def _build_modules():
     for name in ("ndarray", "asarray", "array", "asnumpy", "empty", "empty_like", "zeros",
                  "zeros_like", "ascontiguousarray", "stack", "concatenate", "broadcast_to",
                  "moveaxis", "from_dlpack", "get_array_module", "get_default_memory_pool",
-                 "RawModule"):
+                 "get_default_pinned_memory_pool", "RawModule"):
         setattr(cupy, name, globals()[name])
     cupy.__version__ = "stand-in"
     cupy.IS_STANDIN = True
@@ -446,16 +548,16 @@ _MODULE = _MODULES["cupy"]
 
 
 @contextlib.contextmanager
-def installed(mode: str = "emulate", record: bool = False):
-    """Make ``import cupy`` (and ``cupyx.scipy.ndimage``) give the stand-in inside the block;
-    yields the :class:`StandinDevice` with fresh counts."""
+def installed(mode: str = "emulate", record: bool = False, devices: int = 1):
+    """Make ``import cupy`` (and ``cupyx.scipy.ndimage``) give the stand-in inside the block,
+    with ``devices`` GPUs; yields the :class:`StandinDevice` with fresh counts."""
     if mode not in ("emulate", "count"):
         raise ValueError(f"mode must be 'emulate' or 'count', got {mode!r}")
     saved = {name: sys.modules.get(name) for name in _MODULES}
     previous_mode = DEVICE.mode
     sys.modules.update(_MODULES)
     DEVICE.reset()
-    DEVICE.mode, DEVICE.record = mode, record
+    DEVICE.mode, DEVICE.record, DEVICE.device_count = mode, record, int(devices)
     try:
         yield DEVICE
     finally:

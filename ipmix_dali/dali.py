@@ -13,9 +13,10 @@
         return clean, view1, view2, labels
 
 Inputs: uint8 HWC crops of the method's image size (224 by default, ``image_size=`` for
-another). Outputs: normalised float views (NCHW float32 by default). The stage runs where the
-images are (``images.device``): the NumPy executor on the CPU, the CuPy executor on DALI's GPU
-stream. Each batch's plan is keyed by (seed, shard_id, epoch, iteration) with ``epoch,
+another). Outputs: normalised float views (NCHW float32 by default) with their DALI layout set
+("CHW" or "HWC"), so layout-dependent ops may follow. The stage runs where the images are
+(``images.device``): the NumPy executor on the CPU, the CuPy executor on DALI's GPU stream, on
+the pipeline's ``device_id``. Each batch's plan is keyed by (seed, shard_id, epoch, iteration) with ``epoch,
 iteration = divmod(batch number, batches_per_epoch)``; to resume exactly, rebuild the pipeline
 from DALI's checkpoint with ``start_batch`` = batches already produced.
 """
@@ -41,18 +42,24 @@ def augment(images, method: str = "ipmix", *, mixing_set=None, preset: str = "im
         executor: overrides the executor (default: numpy on the CPU, cupy on the GPU).
     """
     from nvidia.dali import fn
+    from nvidia.dali.pipeline import Pipeline
 
     from .config import MIXING_METHODS, make_config
     from .executors import get_executor
     from .mixing import as_mixing_bank
-    from .pipeline import AugmentStage
+    from .pipeline import AugmentStage, stage_output_layouts
 
     config = make_config(method, preset, jsd=jsd, **options)
     device = "gpu" if getattr(images, "device", "cpu") == "gpu" else "cpu"
     bank = as_mixing_bank(mixing_set, config.image_size) if config.method in MIXING_METHODS else None
     executor = executor or get_executor("cupy" if device == "gpu" else "numpy")
+    # The GPU the pipeline being defined runs on (DALI's threads make it current when they
+    # call the stage; the bank must be uploaded there too).
+    pipe = Pipeline.current()
+    device_id = pipe.device_id if device == "gpu" and pipe is not None else None
     stage = AugmentStage(config, bank, executor, seed, shard_id, batches_per_epoch, dtype,
-                         layout, start_batch, device)
+                         layout, start_batch, device, device_id=device_id)
     outputs = 3 if config.jsd else 1
     return fn.python_function(images, function=stage, batch_processing=True,
-                              num_outputs=outputs, device=device)
+                              num_outputs=outputs, device=device,
+                              output_layouts=stage_output_layouts(layout, outputs))

@@ -35,11 +35,13 @@ import numpy as np
 
 from .config import MIXING_METHODS
 from .datasets import FileList
+from .device import on_device
 from .plans import sample_plan
 from .rng import make_rng
 
 __all__ = ["AugmentStage", "AugmentStageError", "train_pipeline", "val_pipeline",
-           "iters_per_epoch", "dali_seed", "output_buffer", "OUTPUT_DTYPES", "LAYOUTS"]
+           "iters_per_epoch", "dali_seed", "output_buffer", "stage_output_layouts",
+           "OUTPUT_DTYPES", "LAYOUTS"]
 
 OUTPUT_DTYPES = ("float32", "float16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -104,6 +106,10 @@ class AugmentStage:
         start_batch: batches this pipeline's predecessors already produced (resume).
         device: "cpu" (NumPy arrays) or "gpu" (CuPy arrays, on DALI's stream).
         emit_input: also return the uint8 crops the augmentation saw (tests, `show`).
+        device_id: the pipeline's GPU (``device="gpu"``; default: the current device). The
+            bank is uploaded to it and every batch runs under it: DALI's worker threads make
+            the pipeline's device current, but the stage is built on the caller's thread,
+            whose current device may be another.
 
     An exception inside the stage is kept in ``error`` (with the batch number in
     ``error_batch``) before DALI wraps it, so the loader can re-raise it as itself.
@@ -111,7 +117,7 @@ class AugmentStage:
 
     def __init__(self, config, bank, executor, seed: int, shard_id: int, iters: int,
                  dtype: str = "float32", layout: str = "NCHW", start_batch: int = 0,
-                 device: str = "cpu", emit_input: bool = False):
+                 device: str = "cpu", emit_input: bool = False, device_id: Optional[int] = None):
         _check_choice("dtype", dtype, OUTPUT_DTYPES)
         _check_choice("layout", layout, LAYOUTS)
         _check_choice("device", device, ("cpu", "gpu"))
@@ -125,15 +131,14 @@ class AugmentStage:
         self.bank = bank
         self.error, self.error_batch = None, None
         self._bank_images = None
+        self.device_id = None
         if device == "gpu":
-            from .device import import_cupy
+            from .device import current_device_id, import_cupy
 
             self.xp = import_cupy("the GPU pipeline")
+            self.device_id = current_device_id() if device_id is None else int(device_id)
             if bank is not None:
-                self._bank_images = self.xp.asarray(np.asarray(bank.images))  # resident
-                # The upload ran on the stream current here (the legacy default stream); the
-                # stage runs on DALI's non-blocking stream, which does not wait for it.
-                self.xp.cuda.get_current_stream().synchronize()
+                self._bank_images = bank.on_device(self.device_id)  # resident, synchronised
         else:
             self.xp = np
 
@@ -171,7 +176,8 @@ class AugmentStage:
         batch = self.batches
         self.batches += 1
         try:
-            return self._run(batch, images, pictures)
+            with on_device(self.device_id):
+                return self._run(batch, images, pictures)
         except Exception as exc:
             self.error, self.error_batch = exc, batch
             raise
@@ -194,6 +200,15 @@ class AugmentStage:
         if self.emit_input:
             samples.append(list(images))
         return tuple(samples) if len(samples) > 1 else samples[0]
+
+
+def stage_output_layouts(layout: str, views: int, emit_input: bool = False):
+    """The DALI layout of each stage output: "CHW" or "HWC" per view (``layout`` NCHW / NHWC),
+    "HWC" for the uint8 input crops. DALI does not infer layouts for a python_function; without
+    them a layout-dependent op after the stage (crop_mirror_normalize, a transpose by name,
+    crop) refuses the data."""
+    _check_choice("layout", layout, LAYOUTS)
+    return [layout[1:]] * views + (["HWC"] if emit_input else [])
 
 
 def _dali():
@@ -262,7 +277,8 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
         executor = get_executor("cupy" if device == "gpu" else "numpy")
     iters = iters_per_epoch(len(files), batch_size, num_shards)
     stage = AugmentStage(config, bank if mixes and mixing_files is None else None, executor, seed,
-                         shard_id, iters, dtype, layout, start_batch, device, emit_input)
+                         shard_id, iters, dtype, layout, start_batch, device, emit_input,
+                         device_id=dev)
     size = config.image_size
     use_reader = mixes and mixing_files is not None
     num_outputs = (3 if config.jsd else 1) + (1 if emit_input else 0)
@@ -287,7 +303,9 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
                            crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
             inputs.append(pics)
         outs = fn.python_function(*inputs, function=stage, batch_processing=True,
-                                  num_outputs=num_outputs, device=device)
+                                  num_outputs=num_outputs, device=device,
+                                  output_layouts=stage_output_layouts(
+                                      layout, 3 if config.jsd else 1, emit_input))
         outs = list(outs) if num_outputs > 1 else [outs]
         if emit_input:
             return (*outs[:-1], labels, outs[-1])

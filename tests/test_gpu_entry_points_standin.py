@@ -59,6 +59,36 @@ def test_augment_on_device_arrays(photos, method):
         assert np.array_equal(w, g)
 
 
+def test_augment_on_a_second_gpu_keeps_the_bank_resident_there(photos):
+    """augment() on arrays of GPU 1 called from a thread whose current device is 0 (a
+    BatchIPMix on cuda:1): it runs on the images' device, the mixing bank is uploaded once to
+    that GPU and cropped there (later batches upload only their small tables, not ~38 MB of
+    crops per ImageNet batch)."""
+    bank = builtin_mixing_bank(count=3, side=36, seed=2)
+    want = [augment(photos, bank, method="ipmix", preset="cifar", seed=3, iteration=i,
+                    jsd=True) for i in range(2)]
+    with cupy_standin.installed(mode="emulate", devices=2) as device:
+        import cupy
+
+        with cupy.cuda.Device(1):
+            x = cupy.asarray(photos)
+        got, uploads = [], []
+        for i in range(2):
+            before = device.h2d_bytes
+            views = augment(x, bank, method="ipmix", preset="cifar", seed=3, iteration=i,
+                            jsd=True)
+            uploads.append(device.h2d_bytes - before)
+            assert device.current == 0 and all(v.device_id == 1 for v in views)
+            got.append([cupy.asnumpy(v) for v in views])
+        assert list(bank._resident) == [(id(cupy), 1)]
+        # batch 0 carries the bank; batch 1 only its tables (less than one crop batch here)
+        assert uploads[0] - uploads[1] >= bank.images.nbytes
+        assert uploads[1] < photos.nbytes
+    for w_batch, g_batch in zip(want, got):
+        for w, g in zip(w_batch, g_batch):
+            assert np.array_equal(w, g)
+
+
 def test_single_op_entry_points(photos):
     from ipmix_dali.executors import layermix_ops, np_ops
     from ipmix_dali.executors.cupy_layermix import apply_layermix_op_cupy, to_float_cupy

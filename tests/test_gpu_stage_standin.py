@@ -75,18 +75,82 @@ def test_gpu_stage_float16_layouts_and_strided_samples(crops, bank, layout):
                 assert np.array_equal(cupy.asnumpy(gs).view(np.uint16), ws.view(np.uint16))
 
 
-def test_bank_upload_is_synchronised_before_the_stage_runs(crops, bank):
-    """The bank goes up on the stream current at construction (the legacy default stream);
-    DALI runs the stage on its own non-blocking stream, so the upload must be waited for."""
+def test_bank_upload_is_chunked_synchronised_and_holds_no_pinned_memory(crops, monkeypatch):
+    """The bank goes up once, in chunks copied from pageable memory (``ndarray.set``: CuPy's
+    ``asarray`` would stage it through a pinned block of the bank's size and its pinned pool
+    would keep that block for the whole run), then the upload is waited for: DALI runs the stage
+    on its own non-blocking stream, which does not wait for the legacy default stream. A second
+    stage on the same bank and device reuses the resident copy."""
+    from ipmix_dali import device as device_mod
+
+    bank = builtin_mixing_bank(count=4, side=36, seed=3)  # fresh: nothing resident yet
+    picture = bank.images[0].nbytes
+    monkeypatch.setattr(device_mod, "UPLOAD_CHUNK_BYTES", 2 * picture)
     with cupy_standin.installed(mode="count", record=True) as device:
         stage = AugmentStage(_cfg("ipmix", True), bank, get_executor("cupy"), 0, 0, 5,
                              device="gpu")
-        log = [kind for kind, _ in device.log]
-        assert log[:2] == ["h2d", "sync"], device.log
+        # one allocation, 4 pictures in chunks of 2, one wait
+        assert device.log[:4] == [("alloc", ""), ("h2d", "set"), ("h2d", "set"),
+                                  ("sync", "stream")], device.log
+        assert device.pinned_bytes == 0 and device.h2d_bytes == bank.images.nbytes
+        again = AugmentStage(_cfg("pixmix", False), bank, get_executor("cupy"), 0, 0, 5,
+                             device="gpu")
+        assert again._bank_images is stage._bank_images and device.counts["h2d"] == 2
         import cupy
 
+        device.log.clear()
         stage([cupy.asarray(c) for c in crops])
-        assert "sync" not in [kind for kind, _ in device.log[2:]]  # nothing else waits
+        assert "sync" not in [kind for kind, _ in device.log]  # nothing else waits
+
+
+def test_gpu_stage_runs_on_its_pipelines_device(crops):
+    """A pipeline with device_id=1: DALI's worker threads make device 1 current when they call
+    the stage, but the stage is built on the caller's thread (device 0 current). The bank must
+    be uploaded to device 1 and the batch's tables and launches must go there too; a bank on
+    device 0 read by kernels on device 1 is what the stand-in refuses (a GPU would read another
+    GPU's memory)."""
+    bank = builtin_mixing_bank(count=4, side=36, seed=3)
+    cfg = _cfg("ipmix", True)
+    want = AugmentStage(cfg, bank, get_executor("numpy"), 7, 1, 5)(list(crops))
+    with cupy_standin.installed(mode="emulate", devices=2) as device:
+        import cupy
+
+        stage = AugmentStage(cfg, bank, get_executor("cupy"), 7, 1, 5, device="gpu",
+                             device_id=1)
+        assert device.current == 0 and stage._bank_images.device_id == 1
+        with cupy.cuda.Device(1):  # as DALI's thread for device_id=1
+            inputs = [cupy.asarray(c) for c in crops]
+            got = stage(inputs)
+        with cupy.cuda.Device(0):  # a caller thread left on device 0: the stage switches
+            got_again = AugmentStage(cfg, bank, get_executor("cupy"), 7, 1, 5, device="gpu",
+                                     device_id=1)(inputs)
+        for w, g, g2 in zip(want, got, got_again):
+            for ws, gs, gs2 in zip(w, g, g2):
+                assert gs.device_id == 1
+                assert np.array_equal(cupy.asnumpy(gs), ws)
+                assert np.array_equal(cupy.asnumpy(gs2), ws)
+
+
+def test_standin_refuses_arrays_of_another_device():
+    """The stand-in's rule that the device-id tests rely on."""
+    with cupy_standin.installed(mode="emulate", devices=2):
+        import cupy
+
+        from ipmix_dali.executors._kernels import get_function
+
+        with cupy.cuda.Device(1):
+            a = cupy.asarray(np.float32([1.0, 2.0]))
+        out = cupy.zeros(2, dtype=cupy.float32)
+        kernel = get_function("smoke.cu", "smoke_mul")
+        with pytest.raises(RuntimeError, match="device 0 with an array of device 1"):
+            kernel((1,), (32,), (a, a, out, np.int32(2)))
+        with pytest.raises(RuntimeError, match="device 0 with an array of device 1"):
+            a + 1
+        with cupy.cuda.Device(1):
+            assert kernel is not get_function("smoke.cu", "smoke_mul")  # per-device cache
+            out1 = cupy.zeros(2, dtype=cupy.float32)
+            get_function("smoke.cu", "smoke_mul")((1,), (32,), (a, a, out1, np.int32(2)))
+            assert cupy.asnumpy(out1).tolist() == [1.0, 4.0]
 
 
 def test_stage_error_is_kept_with_its_batch(crops, bank):

@@ -72,6 +72,20 @@ class MixingBank:
             raise ValueError(f"{len(self.paths)} paths for {len(images)} mixing pictures")
         self.skipped = [tuple(s) for s in skipped]
         self.cache_path = cache_path
+        self._resident = {}  # (CuPy module, device id) -> the pictures in that GPU's memory
+
+    def on_device(self, device_id=None):
+        """The pictures as a CuPy array resident on GPU ``device_id`` (default: the current
+        one), uploaded on first use and kept: every GPU entry point crops from this copy
+        (``CupyExecutor.crop_pictures``) instead of uploading crops per batch."""
+        from ..device import current_device_id, import_cupy, upload_resident
+
+        device_id = current_device_id() if device_id is None else int(device_id)
+        key = (id(import_cupy()), device_id)  # the kernel cache's rule: one copy per CuPy
+        resident = self._resident.get(key)
+        if resident is None:
+            resident = self._resident[key] = upload_resident(self.images, device_id)
+        return resident
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -80,11 +94,13 @@ class MixingBank:
         # A bank backed by its cache file travels as the file's name (DataLoader workers map
         # it again) instead of as a copy of every picture.
         state = dict(self.__dict__)
+        state["_resident"] = {}  # device memory stays with its process
         if self.cache_path and isinstance(self.images, np.memmap):
             state["images"] = None
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_resident", {})
         self.__dict__.update(state)
         if self.images is None:
             self.images = np.load(self.cache_path, mmap_mode="r")
