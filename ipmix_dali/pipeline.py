@@ -307,6 +307,8 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
                                   output_layouts=stage_output_layouts(
                                       layout, 3 if config.jsd else 1, emit_input))
         outs = list(outs) if num_outputs > 1 else [outs]
+        if device == "gpu":  # labels reach torch on the GPU: no pageable copy, no host sync
+            labels = labels.gpu()
         if emit_input:
             return (*outs[:-1], labels, outs[-1])
         return (*outs, labels)
@@ -360,7 +362,7 @@ def val_pipeline(files: FileList, *, batch_size: int, resize: Optional[int] = 25
             images, crop=(crop, crop), mean=[255 * m for m in mean], std=[255 * s for s in std],
             dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
             output_layout="CHW" if layout == "NCHW" else "HWC")
-        return images, labels
+        return images, labels.gpu() if device == "gpu" else labels
 
     return pipeline_def(graph)(batch_size=batch_size, num_threads=num_threads, device_id=dev,
                                seed=12)
