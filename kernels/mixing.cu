@@ -9,6 +9,11 @@
 //   normalize:  (x - mean_c) / std_c
 //   add:        ((a * (2x - 1) + b * (2y - 1)) + 1) / 2
 //   multiply:   ((float)pow((double)(2x), a) * (float)pow((double)max(2y, 1e-37), b)) / 2
+//               Where an operand is uint8 data / 255 (IPMix's patches, PixMix's mixing partner)
+//               its power takes one of 256 values per row: mix_pow_tables computes those once
+//               with the same expression, and mix_patch / mix_rows_full look them up, so the
+//               per-element work has no double precision (1/64 of the float rate on consumer
+//               GPUs) and the pixels are the same.
 //   pixels/elems: mask ? x : y, mask = ipmix_uniform(seed, index) < p (common.cuh layout)
 //   combine:    (1 - m) * pre(x) + m * (((0 + w0 pre(y0)) + w1 pre(y1)) + ...)
 // Ops: 0 add, 1 multiply, 2 random_pixels, 3 random_elems (ops/table.py MIX_OPS).
@@ -35,6 +40,16 @@
 
 __device__ __forceinline__ float mx_to_float(unsigned char v) { return (float)v / 255.0f; }
 
+__device__ __forceinline__ float mx_pow_x(float x, float a) {
+    return (float)pow((double)(x * 2.0f), (double)a);
+}
+
+__device__ __forceinline__ float mx_pow_y(float y, float b) {
+    float yc = y * 2.0f;
+    yc = yc > 1e-37f ? yc : 1e-37f;  // np.maximum (y is never NaN here: it comes from uint8)
+    return (float)pow((double)yc, (double)b);
+}
+
 __device__ __forceinline__ float mx_mix(int op, float x, float y, float a, float b,
                                         float p, unsigned int seed, unsigned int pix_index,
                                         unsigned int elem_index) {
@@ -43,13 +58,7 @@ __device__ __forceinline__ float mx_mix(int op, float x, float y, float a, float
         float y2 = y * 2.0f - 1.0f;
         return (a * x2 + b * y2 + 1.0f) / 2.0f;
     }
-    if (op == MIX_MUL) {
-        float pa = (float)pow((double)(x * 2.0f), (double)a);
-        float yc = y * 2.0f;
-        yc = yc > 1e-37f ? yc : 1e-37f;  // np.maximum (y is never NaN here: it comes from uint8)
-        float pb = (float)pow((double)yc, (double)b);
-        return (pa * pb) / 2.0f;
-    }
+    if (op == MIX_MUL) return (mx_pow_x(x, a) * mx_pow_y(y, b)) / 2.0f;
     unsigned int index = op == MIX_PIX ? pix_index : elem_index;
     return ipmix_uniform(seed, index) < p ? x : y;
 }
@@ -199,10 +208,29 @@ extern "C" __global__ void mix_combine(const unsigned char* __restrict__ clean,
     }
 }
 
+// multiply's powers of every uint8 value for the rows whose op is multiply: ta[j][v] =
+// (2 (v / 255))^a[j] (with_a != 0) and tb[j][v] = max(2 (v / 255), 1e-37)^b[j], v < 256; the
+// other rows' entries are left as they are (never read).
+extern "C" __global__ void mix_pow_tables(const int* __restrict__ ops,
+                                          const float* __restrict__ a,
+                                          const float* __restrict__ b, float* __restrict__ ta,
+                                          float* __restrict__ tb, int r, int with_a) {
+    const long long count = (long long)r * 256;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const int j = (int)(t / 256);
+        if (ops[j] != MIX_MUL) continue;
+        const float x = mx_to_float((unsigned char)(t % 256));
+        if (with_a) ta[t] = mx_pow_x(x, a[j]);
+        tb[t] = mx_pow_y(x, b[j]);
+    }
+}
+
 // Whole-image mixing of rows (PixMix rounds, LayerMix blends), in place on z (float32):
 // z[rows[j]] = clip01(mix(op_j, z[rows[j]], y_j)). y_j is uint8 (y_is_u8 != 0, divided by 255)
 // from partner_a / partner_b as prow[j] says, or float32 row prow[j] of partner_f. Per-row op,
-// a, b, mask p and seed; hw = H * W.
+// a, b, mask p and seed; hw = H * W. With a uint8 partner, multiply reads its power from
+// pow_b (mix_pow_tables, r x 256).
 extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __restrict__ rows,
                                          const unsigned char* __restrict__ partner_a,
                                          const unsigned char* __restrict__ partner_b,
@@ -210,7 +238,8 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
                                          const int* __restrict__ prow,
                                          const int* __restrict__ ops, const float* __restrict__ a,
                                          const float* __restrict__ b, const float* __restrict__ p,
-                                         const unsigned int* __restrict__ seeds, int r,
+                                         const unsigned int* __restrict__ seeds,
+                                         const float* __restrict__ pow_b, int r,
                                          long long hw) {
     const long long hw3 = hw * 3;
     const long long count = (long long)r * hw3;
@@ -222,15 +251,19 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
         int c = (int)(e % 3);
         long long zi = (long long)rows[j] * hw3 + e;
         const int q = prow[j];
-        float y;
-        if (!y_is_u8)
-            y = partner_f[(long long)q * hw3 + e];
-        else if (q >= 0)
-            y = mx_to_float(partner_a[(long long)q * hw3 + e]);
-        else
-            y = mx_to_float(partner_b[(long long)(-1 - q) * hw3 + e]);
-        float v = mx_mix(ops[j], z[zi], y, a[j], b[j], p[j], seeds[j], (unsigned int)pix,
-                         (unsigned int)(c * hw + pix));
+        float v;
+        if (!y_is_u8) {
+            v = mx_mix(ops[j], z[zi], partner_f[(long long)q * hw3 + e], a[j], b[j], p[j],
+                       seeds[j], (unsigned int)pix, (unsigned int)(c * hw + pix));
+        } else {
+            const unsigned char yu = q >= 0 ? partner_a[(long long)q * hw3 + e]
+                                            : partner_b[(long long)(-1 - q) * hw3 + e];
+            if (ops[j] == MIX_MUL)
+                v = (mx_pow_x(z[zi], a[j]) * pow_b[(long long)j * 256 + yu]) / 2.0f;
+            else
+                v = mx_mix(ops[j], z[zi], mx_to_float(yu), a[j], b[j], p[j], seeds[j],
+                           (unsigned int)pix, (unsigned int)(c * hw + pix));
+        }
         z[zi] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);  // torch.clip (NaN stays NaN)
     }
 }
@@ -239,7 +272,8 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
 // of y[rows[j]] (uint8 images (rows, H, W, 3)) with the same box of its partner (partner_a /
 // partner_b as prow[j] says) and writes the result back cast to uint8 (wrap or clip). Work
 // items: r * max_area * 3; items outside a row's box do nothing. Mask indices are patch-local:
-// pixel py * width + px, element (c * height + py) * width + px.
+// pixel py * width + px, element (c * height + py) * width + px. Both operands are uint8 data:
+// multiply reads both powers from pow_a / pow_b (mix_pow_tables, r x 256).
 extern "C" __global__ void mix_patch(unsigned char* __restrict__ y, const int* __restrict__ rows,
                                      const unsigned char* __restrict__ partner_a,
                                      const unsigned char* __restrict__ partner_b,
@@ -247,7 +281,9 @@ extern "C" __global__ void mix_patch(unsigned char* __restrict__ y, const int* _
                                      const int* __restrict__ box, const int* __restrict__ ops,
                                      const float* __restrict__ a, const float* __restrict__ b,
                                      const float* __restrict__ p,
-                                     const unsigned int* __restrict__ seeds, int r, int h, int w,
+                                     const unsigned int* __restrict__ seeds,
+                                     const float* __restrict__ pow_a,
+                                     const float* __restrict__ pow_b, int r, int h, int w,
                                      long long max_area, int out_mode) {
     const long long count = (long long)r * max_area * 3;
     const long long hw3 = (long long)h * w * 3;
@@ -265,10 +301,13 @@ extern "C" __global__ void mix_patch(unsigned char* __restrict__ y, const int* _
         const int src = prow[j];
         const unsigned char* partner = src >= 0 ? partner_a + (long long)src * hw3
                                                 : partner_b + (long long)(-1 - src) * hw3;
-        float xv = mx_to_float(y[yi]);
-        float pv = mx_to_float(partner[off]);
-        float v = mx_mix(ops[j], xv, pv, a[j], b[j], p[j], seeds[j], (unsigned int)q,
-                         (unsigned int)(((long long)c * bh + py) * bw + px));
+        const unsigned char xu = y[yi], pu = partner[off];
+        float v;
+        if (ops[j] == MIX_MUL)
+            v = (pow_a[(long long)j * 256 + xu] * pow_b[(long long)j * 256 + pu]) / 2.0f;
+        else
+            v = mx_mix(ops[j], mx_to_float(xu), mx_to_float(pu), a[j], b[j], p[j], seeds[j],
+                       (unsigned int)q, (unsigned int)(((long long)c * bh + py) * bw + px));
         unsigned char u;
         if (out_mode == OUT_WRAP_U8) {
             u = ipmix_wrap_u8(v);

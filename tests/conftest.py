@@ -18,6 +18,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def assert_gpu_close(got, want, std=(0.229, 0.224, 0.225)):
+    """The documented GPU-vs-CPU tolerance (float_ops.mix_multiply, docs/gpu.md): CUDA's
+    double pow is within 2 ulp, not correctly rounded, so at most GPU_MISMATCH_SHARE of the
+    values may differ, each by at most one uint8 level after normalisation (1 / (255 std))."""
+    from ipmix_dali.executors.float_ops import GPU_MISMATCH_SHARE
+
+    got = np.asarray(got, dtype=np.float32)
+    want = np.asarray(want, dtype=np.float32)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    differ = got != want
+    assert differ.mean() <= GPU_MISMATCH_SHARE, f"{differ.mean():.2e} of the values differ"
+    if differ.any():
+        worst = float(np.abs(got - want)[differ].max())
+        assert worst <= 1 / (255 * min(std)) + 1e-5, f"off by {worst * 255 * min(std):.2f} levels"
+
+
+@pytest.fixture
+def gpu_close():
+    """``gpu_close(got, want)``: :func:`assert_gpu_close`."""
+    return assert_gpu_close
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

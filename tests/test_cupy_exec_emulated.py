@@ -104,3 +104,22 @@ def test_emulated_crop_pictures_and_normalize(data):
         pics, clean = cupy.asnumpy(pics), cupy.asnumpy(clean)
     assert np.array_equal(pics, bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, 32))
     assert np.array_equal(clean, get_executor("numpy").normalize(images, cfg))
+
+
+@pytest.mark.parametrize("method", ["ipmix", "pixmix"])
+def test_multiply_through_the_power_tables_equals_numpy(data, method):
+    """Every mixing step a multiply: IPMix's patches read both powers from mix_pow_tables,
+    PixMix's rounds the mixing partner's; the pixels are NumPy's, bit for bit."""
+    from ipmix_dali.ops.table import MIX_OP_ID
+
+    images, bank = data
+    cfg = make_config(method, "cifar", jsd=True)
+    plan = sample_plan(cfg, len(images), make_rng(4, 0, 0, 1), len(bank), bank.side)
+    mix_op = plan.arrays["mix_op"]
+    assert (mix_op >= 0).sum() > 4
+    mix_op[mix_op >= 0] = MIX_OP_ID["multiply"]
+    pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
+    want = get_executor("numpy").apply(images, pics, plan)
+    got, counts = run_emulated(images, pics, plan)
+    assert np.array_equal(got, want), float(np.abs(got - want).max())
+    assert counts["kernel"] > 0

@@ -58,6 +58,7 @@ def test_gpu_loader_uses_our_build_and_caches_kernels(tmp_path, monkeypatch):
     """get_function loads the NVRTC build (RawModule(path=...)): a RawModule(code=...) would let
     CuPy append -ftz=true. The kernel object is built once per (module, device, file, name)."""
     monkeypatch.setenv("IPMIX_DALI_CACHE", str(tmp_path))
+    monkeypatch.setattr(_kernels, "_FUNCTIONS", {})  # nothing loaded yet
     with cupy_standin.installed(mode="emulate") as device:
         import cupy
 
@@ -161,6 +162,6 @@ def test_gpu_loader_takes_the_nvrtc_of_the_driver(tmp_path, monkeypatch):
 
         monkeypatch.setattr(cupy.cuda.runtime, "driverGetVersion", lambda: 12080)
         monkeypatch.setattr(cupy.cuda.runtime, "runtimeGetVersion", lambda: 13000)
-        _kernels._FUNCTIONS.clear()
+        monkeypatch.setattr(_kernels, "_FUNCTIONS", {})
         _kernels.get_function("smoke.cu", "smoke_mul")
     assert asked == [(12, 12080)]

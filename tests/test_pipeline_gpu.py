@@ -38,16 +38,9 @@ def _cfg(method, jsd):
     return make_config(method, "imagenet", jsd=jsd, image_size=SIZE, **extra)
 
 
-def _close(got, want):
-    """The executor agreement tolerance: bit-exact but for the device pow of multiply."""
-    diff = np.abs(got.astype(np.float32) - want.astype(np.float32)) * GREY
-    assert float((diff <= 1.01).mean()) >= 0.999, float((diff <= 1.01).mean())
-    assert float(diff.max()) <= 1.01, float(diff.max())
-
-
 @pytest.mark.parametrize("method", ["none", "augmix", "pixmix", "ipmix", "layermix"])
 @pytest.mark.parametrize("jsd", [False, True])
-def test_gpu_pipeline_equals_numpy_executor(tree, bank, method, jsd):
+def test_gpu_pipeline_equals_numpy_executor(tree, bank, method, jsd, gpu_close):
     cfg = _cfg(method, jsd)
     loader = train_loader(tree, cfg, batch_size=BATCH, bank=bank, seed=5, device="gpu",
                           emit_input=True, last_batch_policy="fill")
@@ -63,7 +56,7 @@ def test_gpu_pipeline_equals_numpy_executor(tree, bank, method, jsd):
         for name, w in zip(names, want):
             got = out[name]
             assert got.is_cuda and got.shape == (BATCH, 3, SIZE, SIZE)
-            _close(got.cpu().numpy(), np.stack(w))
+            gpu_close(got.cpu().numpy(), np.stack(w))
         batches += 1
     assert batches >= 3
 

@@ -386,16 +386,28 @@ class CupyExecutor:
             bh = np.clip(np.minimum(flat["height"][rows, s], h - top), 0, None)
             bw = np.clip(np.minimum(flat["width"][rows, s], w - left), 0, None)
             max_area = int((bh * bw).max())
+            ops, a, b = (prog.table(flat["mix_op"][rows, s], np.int32),
+                         prog.table(flat["a"][rows, s], np.float32),
+                         prog.table(flat["b"][rows, s], np.float32))
+            pow_a, pow_b = self._pow_tables(prog, ops, a, b, len(rows), with_a=True)
             prog.launch(_MIX_FILE, "mix_patch", len(rows) * max_area * 3, y,
                         prog.table(rows, np.int32), pics, partner_b, prog.table(prow),
-                        prog.table(np.stack([top, left, bh, bw], axis=1), np.int32),
-                        prog.table(flat["mix_op"][rows, s], np.int32),
-                        prog.table(flat["a"][rows, s], np.float32),
-                        prog.table(flat["b"][rows, s], np.float32),
+                        prog.table(np.stack([top, left, bh, bw], axis=1), np.int32), ops, a, b,
                         prog.table(flat["mask_p"][rows, s], np.float32),
-                        prog.table(flat["mask_seed"][rows, s], np.uint32), np.int32(len(rows)),
-                        np.int32(h), np.int32(w), np.int64(max_area), np.int32(out_mode))
+                        prog.table(flat["mask_seed"][rows, s], np.uint32), pow_a, pow_b,
+                        np.int32(len(rows)), np.int32(h), np.int32(w), np.int64(max_area),
+                        np.int32(out_mode))
         self._emit_combine(prog, x, y, plan, cfg, out)
+
+    @staticmethod
+    def _pow_tables(prog, ops, a, b, r, with_a):
+        """multiply's 256-entry power tables of r rows (mix_pow_tables): (pow_a, pow_b);
+        pow_a is a dummy unless ``with_a``."""
+        pow_b = prog.buffer((r, 256), np.float32)
+        pow_a = prog.buffer((r, 256), np.float32) if with_a else prog.dummy(np.float32)
+        prog.launch(_MIX_FILE, "mix_pow_tables", r * 256, ops, a, b, pow_a, pow_b,
+                    np.int32(r), np.int32(with_a))
+        return pow_a, pow_b
 
     def _mix_full(self, prog, z, rows, partner_a, partner_b, partner_f, prow, ops, a, b,
                   p=None, seeds=None):
@@ -403,14 +415,17 @@ class CupyExecutor:
         r = len(rows)
         hw = z.shape[1] * z.shape[2]
         u8 = partner_f is None
+        ops, a, b = (prog.table(ops, np.int32), prog.table(a, np.float32),
+                     prog.table(b, np.float32))
+        pow_b = (self._pow_tables(prog, ops, a, b, r, with_a=False)[1] if u8
+                 else prog.dummy(np.float32))
         prog.launch(_MIX_FILE, "mix_rows_full", r * hw * 3, z, prog.table(rows, np.int32),
                     partner_a if u8 else prog.dummy(np.uint8),
                     partner_b if u8 else prog.dummy(np.uint8),
                     prog.dummy(np.float32) if u8 else partner_f, np.int32(u8),
-                    prog.table(prow, np.int32), prog.table(ops, np.int32),
-                    prog.table(a, np.float32), prog.table(b, np.float32),
+                    prog.table(prow, np.int32), ops, a, b,
                     prog.table(np.zeros(r) if p is None else p, np.float32),
-                    prog.table(np.zeros(r) if seeds is None else seeds, np.uint32),
+                    prog.table(np.zeros(r) if seeds is None else seeds, np.uint32), pow_b,
                     np.int32(r), np.int64(hw))
 
     def _pixmix(self, prog, x, pics, plan, cfg, out):
