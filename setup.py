@@ -15,6 +15,7 @@ setup(
         "ipmix_dali.executors",
         "ipmix_dali.mixing",
         "ipmix_dali.ops",
+        "ipmix_dali.testing",
         "ipmix_dali.tools",
         "ipmix_dali.kernels",
         "ipmix_dali.train",

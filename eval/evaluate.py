@@ -73,7 +73,7 @@ def _key(checkpoint, arch, extra):
 
 
 def _versions():
-    from ipmix_dali.bench.machine import package_versions
+    from ipmix_dali.provenance import package_versions
 
     return package_versions(("torch", "torchvision", "numpy", "nvidia.dali", "torchmetrics",
                              "sklearn"))

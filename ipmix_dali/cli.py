@@ -434,9 +434,9 @@ def _add_bench_corruptions(sub):
 
 def _run_bench_corruptions(args) -> int:
     from .atomic import atomic_write, write_json
-    from .bench.machine import machine_info
     from .corruptions import ALL
     from .corruptions.fidelity import compare, markdown
+    from .provenance import machine_info
     from .tools.samples import sample_photos
 
     names = args.corruptions.split(",") if args.corruptions else ALL
@@ -447,8 +447,8 @@ def _run_bench_corruptions(args) -> int:
     if gpu_available():
         import cupy
 
-        from .bench.machine import gpu_info as _gpu_info
         from .corruptions.batched import gpu_speed
+        from .provenance import gpu_info as _gpu_info
 
         result["gpu"] = {"device": _gpu_info(cupy), "ms_per_image_batch64": gpu_speed(
             sample_photos(64, 224, seed=1, min_scale=0.3), names)}

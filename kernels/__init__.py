@@ -1,7 +1,7 @@
 """CUDA C sources of the GPU executor, the GPU fractal renderer and their helpers.
 
-``ipmix_dali.executors._kernels`` compiles them with NVRTC and loads them into CuPy;
-:mod:`.emulator` runs them on the CPU, thread by thread, for CI. ``common.cuh`` holds the
+:mod:`.build` compiles them with NVRTC and loads them into CuPy;
+:mod:`ipmix_dali.testing.emulator` runs them on the CPU, thread by thread, for CI. ``common.cuh`` holds the
 counter-based hash of the random masks, the twin of ``ipmix_dali.ops.masks``, so every executor
 draws the same masks from the same plan.
 """

@@ -5,9 +5,10 @@ with CuPy)."""
 import numpy as np
 import pytest
 
-from ipmix_dali import cupy_standin, make_config, make_rng, sample_plan
+from ipmix_dali import make_config, make_rng, sample_plan
 from ipmix_dali.executors import get_executor
 from ipmix_dali.mixing.builtin import builtin_mixing_bank
+from ipmix_dali.testing import cupy_standin
 from ipmix_dali.tools.samples import sample_photos
 
 

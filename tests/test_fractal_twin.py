@@ -1,21 +1,24 @@
 """The GPU fractal renderer (kernels/fractal.cu, ipmix_dali/mixing/fractals_gpu.py) equals the NumPy
 renderer (builtin_mixing.render_fractals) pixel for pixel.
 
-Without a GPU the kernels run in the CPU emulator (kernels/emulator.py) through the same driver
+Without a GPU the kernels run in the CPU emulator (testing/emulator.py) through the same driver
 (fractal_gpu.render_indices) with the real constants (1000 walkers x 100 steps); with one, the
 CuPy path is compared at 256 px for several seeds.
 """
 import numpy as np
 import pytest
 
-from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.mixing import fractals as bm
 from ipmix_dali.mixing import fractals_gpu as fg
+from ipmix_dali.testing import cupy_standin
+from ipmix_dali.testing.emulator import EmulatedModule
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def emu():
-    return EmulatedModule("fractal.cu")
+    """The driver on the CuPy stand-in, its kernels in the CPU emulator."""
+    with cupy_standin.installed(mode="emulate"):
+        yield
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def test_constants_are_the_real_ones():
 
 
 def test_emulated_kernels_equal_numpy_small(emu, rounds):
-    got = fg.render_indices(fg.HostBackend(emu.launch), range(2), size=48, seed=3)
+    got = fg.render_indices(range(2), size=48, seed=3)
     ref = bm.render_fractals(2, 48, seed=3)
     assert got.shape == (2, 48, 48, 3) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, ref)
@@ -49,7 +52,7 @@ def test_emulated_kernels_equal_numpy_small(emu, rounds):
 def test_emulated_kernels_equal_numpy_with_a_redraw(emu, rounds):
     # Fractal 1 of seed 11 at 256 px covers too few pixels on its first system: redrawn in a
     # second round, whose images go to their own output slots.
-    got = fg.render_indices(fg.HostBackend(emu.launch), [0, 1, 2], size=256, seed=11)
+    got = fg.render_indices([0, 1, 2], size=256, seed=11)
     np.testing.assert_array_equal(got, bm.render_fractals(3, 256, seed=11))
     assert rounds == [3, 1]
 
@@ -58,13 +61,13 @@ def test_emulated_kernels_equal_numpy_with_a_redraw(emu, rounds):
 def test_emulated_kernels_equal_numpy_sizes_and_indices(emu, size):
     # Odd sizes (background upsampling, centring) and a non-contiguous set of indices.
     idx = [5, 0, 9]
-    got = fg.render_indices(fg.HostBackend(emu.launch), idx, size=size, seed=2)
+    got = fg.render_indices(idx, size=size, seed=2)
     ref = bm.render_fractals(10, size, seed=2)[idx]
     np.testing.assert_array_equal(got, ref)
 
 
 def test_emulated_kernels_equal_numpy_many(emu):
-    got = fg.render_indices(fg.HostBackend(emu.launch), range(24), size=96, seed=7)
+    got = fg.render_indices(range(24), size=96, seed=7)
     np.testing.assert_array_equal(got, bm.render_fractals(24, 96, seed=7))
 
 
@@ -80,7 +83,8 @@ def _system(a, b, start=None, seed=7):
     return bm.IFSSystem(n, cum, coef, start, seed)
 
 
-def test_emulated_bounds_equal_numpy_including_degenerate(emu):
+def test_emulated_bounds_equal_numpy_including_degenerate():
+    emu = EmulatedModule("fractal.cu")  # the two bounds kernels on their own
     rng = bm._fractal_rng(0, 0)
     real = None
     while real is None:

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from ipmix_dali import augment, cupy_standin
+from ipmix_dali import augment
 from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.mixing.fractals import render_fractals
+from ipmix_dali.testing import cupy_standin
 from ipmix_dali.tools.samples import sample_photos
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 def test_uniform_and_wrap_match_numpy():
     import cupy as cp
 
-    from ipmix_dali.executors._kernels import get_function
+    from ipmix_dali.kernels.build import get_function
 
     idx = np.arange(1 << 18, dtype=np.uint32)
     out = cp.empty(idx.size, dtype=cp.float32)

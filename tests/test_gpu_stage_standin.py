@@ -4,10 +4,11 @@ outputs, the bank upload's synchronisation, and its error handling."""
 import numpy as np
 import pytest
 
-from ipmix_dali import cupy_standin, make_config
+from ipmix_dali import make_config
 from ipmix_dali.executors import get_executor
 from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.pipeline import AugmentStage
+from ipmix_dali.testing import cupy_standin
 from ipmix_dali.tools.samples import sample_photos
 
 SIZE = 32
@@ -133,13 +134,13 @@ def test_gpu_stage_runs_on_its_pipelines_device(crops):
 
 def test_standin_refuses_arrays_of_another_device(monkeypatch):
     """The stand-in's rule that the device-id tests rely on."""
-    from ipmix_dali.executors import _kernels
+    from ipmix_dali.kernels import build as _kernels
 
     monkeypatch.setattr(_kernels, "_FUNCTIONS", {})
     with cupy_standin.installed(mode="emulate", devices=2):
         import cupy
 
-        from ipmix_dali.executors._kernels import get_function
+        from ipmix_dali.kernels.build import get_function
 
         with cupy.cuda.Device(1):
             a = cupy.asarray(np.float32([1.0, 2.0]))
@@ -171,3 +172,61 @@ def test_gpu_stage_without_cupy_names_the_package(monkeypatch, bank):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
     with pytest.raises(ImportError, match="pip install cupy-cuda12x"):
         AugmentStage(_cfg("ipmix", False), bank, get_executor("numpy"), 0, 0, 5, device="gpu")
+
+
+def test_dali_augment_takes_the_device_id_of_the_pipeline_being_defined(monkeypatch):
+    """ipmix_dali.dali.augment in a user's pipeline with device_id=1 builds its stage for GPU 1
+    (the bank goes there), whatever device is current while the graph is defined."""
+    pytest.importorskip("nvidia.dali")
+    from nvidia.dali import fn, pipeline_def, types
+
+    import ipmix_dali.dali
+    from ipmix_dali import pipeline as pipeline_mod
+
+    built = []
+
+    class Recorded(AugmentStage):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            built.append(self)
+
+    monkeypatch.setattr(pipeline_mod, "AugmentStage", Recorded)
+    bank = builtin_mixing_bank(count=2, side=36, seed=3)
+    with cupy_standin.installed(mode="count", devices=2):
+        @pipeline_def(batch_size=2, num_threads=1, device_id=1)
+        def user_pipeline():
+            images = fn.external_source(name="x", device="gpu", layout="HWC",
+                                        dtype=types.UINT8)
+            return ipmix_dali.dali.augment(images, "ipmix", preset="cifar", mixing_set=bank)
+
+        user_pipeline()
+    assert [s.device_id for s in built] == [1] and built[0]._bank_images.device_id == 1
+
+
+def test_cupy_stream_of_a_torch_stream():
+    """CuPy 14 takes a foreign stream through the CUDA stream protocol (no ExternalStream, which
+    warns there on every call); an object without the protocol gets ExternalStream with its
+    device. (torch.cuda.Stream implements __cuda_stream__; it cannot be made without a GPU, so
+    a minimal protocol object stands for it.)"""
+    import types
+
+    from ipmix_dali.device import cupy_stream
+
+    class ProtocolStream:
+        cuda_stream = 1234
+        device = types.SimpleNamespace(index=1)
+
+        def __cuda_stream__(self):
+            return (0, self.cuda_stream)
+
+    class OldStream:
+        cuda_stream = 99
+        device = types.SimpleNamespace(index=1)
+
+    with cupy_standin.installed(mode="count", devices=2):
+        import cupy
+
+        new = cupy_stream(ProtocolStream())
+        assert type(new) is cupy.cuda.Stream and new.ptr == 1234
+        old = cupy_stream(OldStream())
+        assert isinstance(old, cupy.cuda.ExternalStream) and (old.ptr, old.device_id) == (99, 1)

@@ -7,7 +7,8 @@ asks for: nothing between read-backs. Also: the GPU pipelines hand labels over o
 import pytest
 import torch
 
-from ipmix_dali import cupy_standin, make_config
+from ipmix_dali import make_config
+from ipmix_dali.testing import cupy_standin
 from ipmix_dali.tools.samples import write_jpeg_tree
 from ipmix_dali.train.config import TrainConfig
 from ipmix_dali.train.distributed import Dist

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ipmix_dali.executors import float_ops as fo
-from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.ops import masks
+from ipmix_dali.testing.emulator import EmulatedModule
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import re
 import numpy as np
 import pytest
 
-from ipmix_dali import cupy_standin
-from ipmix_dali.executors import _kernels
-from ipmix_dali.executors._kernels import (
+from ipmix_dali.kernels import build as _kernels
+from ipmix_dali.kernels import kernel_sources
+from ipmix_dali.kernels.build import (
     COMPILE_OPTIONS,
     EMULATOR_CXXFLAGS,
     nvrtc_compile,
     read_source,
 )
-from ipmix_dali.kernels import kernel_sources
+from ipmix_dali.testing import cupy_standin
 
 SOURCES = [p.name for p in kernel_sources()]
 
@@ -73,7 +73,7 @@ def test_gpu_loader_uses_our_build_and_caches_kernels(tmp_path, monkeypatch):
 
 
 def test_compile_error_is_reported(tmp_path, monkeypatch):
-    import ipmix_dali.executors._kernels as k
+    import ipmix_dali.kernels.build as k
 
     monkeypatch.setattr(k, "read_source", lambda name: "extern \"C\" __global__ void f() { x; }")
     with pytest.raises(RuntimeError, match="NVRTC failed to compile kernels/bad.cu"):

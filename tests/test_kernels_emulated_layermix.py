@@ -23,8 +23,8 @@ import pytest
 from ipmix_dali.executors import cupy_layermix as cl
 from ipmix_dali.executors import layermix_ops as lm
 from ipmix_dali.executors.cupy_ops import execute_plan
-from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.ops.table import LAYERMIX_OP_ID, LAYERMIX_OPS, layermix_param
+from ipmix_dali.testing.emulator import EmulatedModule
 from ipmix_dali.tools.samples import sample_photos
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")

@@ -15,9 +15,9 @@ import pytest
 from test_np_ops import _edge_cases, _odd_batches, _off_range_param, _params
 
 from ipmix_dali.executors import cupy_ops, np_ops
-from ipmix_dali.kernels.emulator import EmulatedModule
 from ipmix_dali.ops import table
 from ipmix_dali.ops.table import PIL_OPS
+from ipmix_dali.testing.emulator import EmulatedModule
 from ipmix_dali.tools.samples import sample_photos
 
 KERNEL_FILES = ("lut_ops.cu", "affine.cu", "enhance.cu")

@@ -365,7 +365,7 @@ def _train(cfg: TrainConfig, d) -> dict:
 def run_record(cfg: TrainConfig) -> dict:
     """config.json: every setting, plus how the run was started (command line, git commit,
     library versions), so that a result can be traced back."""
-    from ipmix_dali.bench.machine import machine_info, package_versions
+    from ipmix_dali.provenance import machine_info, package_versions
 
     machine = machine_info()
     return {**dataclasses.asdict(cfg), "command": list(sys.argv),

@@ -13,8 +13,8 @@ from ..atomic import write_json
 from ..config import make_config, mixing_side
 from ..executors import get_executor
 from ..plans import sample_plan
+from ..provenance import machine_info
 from ..rng import make_rng
-from .machine import machine_info
 
 
 def _time(fn, repeats):

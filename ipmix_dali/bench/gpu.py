@@ -23,8 +23,8 @@ import numpy as np
 from ..atomic import write_json
 from ..config import MIXING_METHODS, make_config, mixing_side
 from ..plans import sample_plan
+from ..provenance import gpu_info, machine_info
 from ..rng import make_rng
-from .machine import gpu_info, machine_info
 
 METHODS = ("none", "augmix", "pixmix", "ipmix", "layermix")
 
@@ -62,7 +62,7 @@ def stage_host_rows(methods=METHODS, batch=256, size=224, repeats=5, dtype="floa
                     layout="NCHW", jsd_modes=(False, True)) -> list:
     """Host ms and device operations per batch of the GPU stage, through the CuPy stand-in
     (count mode: kernels are counted, not run). Needs no GPU."""
-    from .. import cupy_standin
+    from ..testing import cupy_standin
 
     crops, bank = _inputs(batch, size)
     rows = []

@@ -26,7 +26,7 @@ import numpy as np
 from ..atomic import write_json
 from ..config import METHODS, MIXING_METHODS, make_config
 from ..device import gpu_available
-from .machine import machine_info
+from ..provenance import machine_info
 
 __all__ = ["run_bench", "BACKENDS"]
 
@@ -300,7 +300,7 @@ def _machine():
     if gpu_available():
         import cupy
 
-        from .machine import gpu_info as _gpu_info
+        from ..provenance import gpu_info as _gpu_info
 
         info["gpu"] = _gpu_info(cupy)
     return info

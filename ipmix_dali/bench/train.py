@@ -13,7 +13,7 @@ import os
 import tempfile
 
 from ..atomic import write_json
-from .machine import machine_info
+from ..provenance import machine_info
 
 __all__ = ["run_train_bench"]
 
@@ -75,7 +75,7 @@ def run_train_bench(data=None, images=2560, arch="resnet50", method="ipmix", jsd
     if device == "gpu":
         import cupy
 
-        from .machine import gpu_info as _gpu_info
+        from ..provenance import gpu_info as _gpu_info
 
         result["gpu"] = _gpu_info(cupy)
     if out:

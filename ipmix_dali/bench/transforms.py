@@ -7,7 +7,7 @@ import statistics
 import time
 
 from ..atomic import write_json
-from .machine import machine_info
+from ..provenance import machine_info
 
 METHODS = ("ipmix", "pixmix", "augmix", "layermix")
 

@@ -127,7 +127,7 @@ class Program:
 
     def run(self, xp):
         """Upload, allocate and launch on the current stream (CuPy or its stand-in)."""
-        from ._kernels import get_function
+        from ..kernels.build import get_function
 
         resolved = {}
         if self._tables:

@@ -14,7 +14,7 @@ As in :mod:`.cupy_ops` (whose :class:`~.cupy_ops.OpPlan`, :class:`~.cupy_ops.Ker
   (histograms, LUTs) and the kernel launches. The float32 constants of the twin (1/255, 255.999,
   the grey weights) are passed to the kernels as float arguments.
 * ``execute_plan`` runs the plan with injected array and launch functions: CuPy here, the CPU
-  emulator of ``kernels/emulator.py`` in ``tests/test_kernels_emulated_layermix.py``.
+  emulator of ``ipmix_dali/testing/emulator.py`` in ``tests/test_kernels_emulated_layermix.py``.
 
 The GPU path stays on the current CuPy stream and never waits for the GPU: tables go to the
 device with ``cupy.asarray``, scratch buffers with ``cupy.zeros``. CuPy is imported inside the
@@ -178,7 +178,7 @@ def prepare_layermix_op(op_id: int, shape, params) -> OpPlan:
 def _run(plan: OpPlan, images, out):
     import cupy
 
-    from ._kernels import get_function
+    from ..kernels.build import get_function
 
     def launch(kl: KernelLaunch, args):
         get_function(kl.file, kl.name)(kl.grid, kl.block, args)

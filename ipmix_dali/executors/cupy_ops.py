@@ -12,7 +12,7 @@ works in two steps that are kept apart on purpose:
   ``int(p) % 360.0``, ``int(npix * cutoff // 100)``, ``params.astype(np.float32)``, and the LUT ops
   evaluated by np_ops itself on a ramp image).
 * :func:`execute_plan` runs a plan with injected array and launch functions: CuPy here, the CPU
-  emulator of ``kernels/emulator.py`` in ``tests/test_kernels_emulated_ops.py``, so the emulated
+  emulator of ``ipmix_dali/testing/emulator.py`` in ``tests/test_kernels_emulated_ops.py``, so the emulated
   test exercises exactly the launch sequence the GPU runs.
 
 The GPU path stays on the current CuPy stream and never synchronises with the host: tables go to
@@ -244,7 +244,7 @@ def apply_pil_op_cupy(op_id: int, images, params):
     """
     import cupy
 
-    from ._kernels import get_function
+    from ..kernels.build import get_function
 
     if not isinstance(images, cupy.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
             or images.shape[3] != 3:

@@ -16,9 +16,9 @@ One round of :func:`render_indices` over the fractals still pending:
    drawn (:func:`~ipmix_dali.mixing.fractals.draw_colour`, :func:`pack_colour`) and
    ``fractal_colour`` writes their images; the others draw a new system in the next round.
 
-The driver talks to the device through a small backend (``asarray``, ``zeros``, ``asnumpy``,
-``launch``): :class:`CupyBackend` on a GPU, :class:`HostBackend` with NumPy arrays and any
-launcher, e.g. the CPU kernel emulator of the tests. CuPy is imported only when used.
+The driver talks to the device the way the executors do: ``cupy`` arrays and the kernels of
+:func:`ipmix_dali.kernels.build.get_function`, so CI runs it unchanged through the CuPy stand-in
+with the kernel emulator. CuPy is imported only when used.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import numpy as np
 from ..device import require_gpu
 from . import fractals as bm
 
-__all__ = ["render_fractals_gpu", "render_indices", "CupyBackend", "HostBackend", "pack_systems", "pack_raster", "pack_colour"]
+__all__ = ["render_fractals_gpu", "render_indices", "pack_systems", "pack_raster", "pack_colour"]
 
 KERNEL_FILE = "fractal.cu"
 BLOCK = 256
@@ -66,47 +66,10 @@ def _grid(n: int):
     return (max(1, (int(n) + BLOCK - 1) // BLOCK),)
 
 
-# --- backends --------------------------------------------------------------------------------
-class HostBackend:
-    """NumPy arrays and a ``launch(name, grid, block, args)`` callable (e.g. EmulatedModule.launch)."""
+def _launch(name, grid, block, args):
+    from ..kernels.build import get_function
 
-    def __init__(self, launch):
-        self._launch = launch
-
-    def asarray(self, a):
-        return np.ascontiguousarray(a)
-
-    def zeros(self, shape, dtype):
-        return np.zeros(shape, dtype)
-
-    def asnumpy(self, a):
-        return np.asarray(a)
-
-    def launch(self, name, grid, block, args):
-        self._launch(name, grid, block, args)
-
-
-class CupyBackend:
-    """CuPy arrays and the kernels of ``kernels/fractal.cu`` (compiled on first use)."""
-
-    def __init__(self):
-        import cupy
-
-        self.cp = cupy
-
-    def asarray(self, a):
-        return self.cp.asarray(a)
-
-    def zeros(self, shape, dtype):
-        return self.cp.zeros(shape, dtype)
-
-    def asnumpy(self, a):
-        return self.cp.asnumpy(a)
-
-    def launch(self, name, grid, block, args):
-        from ..executors._kernels import get_function
-
-        get_function(KERNEL_FILE, name)(grid, block, args)
+    get_function(KERNEL_FILE, name)(grid, block, args)
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -121,62 +84,65 @@ def _next_system(rng, attempts, j):
             return system
 
 
-def render_indices(backend, indices, size: int = 256, seed: int = 0) -> np.ndarray:
-    """Fractals ``indices`` of ``seed`` through ``backend``: (len(indices), size, size, 3) uint8."""
+def render_indices(indices, size: int = 256, seed: int = 0) -> np.ndarray:
+    """Fractals ``indices`` of ``seed`` on the current CUDA device (CuPy, or its stand-in with
+    the kernel emulator in CI): (len(indices), size, size, 3) uint8 on the host."""
+    import cupy as xp
+
     indices = [int(i) for i in indices]
     n, size = len(indices), int(size)
     npix = size * size
     W, S, B = bm.WALKERS, bm.STEPS, bm.BURN_IN
     i32 = np.int32
-    out = backend.zeros((n, size, size, 3), np.uint8)
+    out = xp.zeros((n, size, size, 3), np.uint8)
     if n == 0:
-        return backend.asnumpy(out)
+        return xp.asnumpy(out)
     rngs = [bm._fractal_rng(seed, i) for i in indices]
     attempts = [0] * n
     low = bm.background_side(size)
-    ui0, uw0, uw1 = (backend.asarray(t) for t in bm.upsample_tables(size, low))
-    logt = backend.asarray(bm.log1p_table())
+    ui0, uw0, uw1 = (xp.asarray(t) for t in bm.upsample_tables(size, low))
+    logt = xp.asarray(bm.log1p_table())
     pending = list(range(n))
     while pending:
         nf = len(pending)
-        sysd = {k: backend.asarray(v) for k, v in
+        sysd = {k: xp.asarray(v) for k, v in
                 pack_systems([_next_system(rngs[j], attempts, j) for j in pending]).items()}
         walk_args = (sysd["nmaps"], sysd["cum"], sysd["coef"], sysd["start"], sysd["wseed"])
-        wbox = backend.zeros(nf * W * 4, np.float64)
-        wbad = backend.zeros(nf * W, np.int32)
-        backend.launch("fractal_walk_bounds", _grid(nf * W), (BLOCK,),
+        wbox = xp.zeros(nf * W * 4, np.float64)
+        wbad = xp.zeros(nf * W, np.int32)
+        _launch("fractal_walk_bounds", _grid(nf * W), (BLOCK,),
                        walk_args + (wbox, wbad, i32(nf), i32(W), i32(S), i32(B)))
-        box = backend.zeros(nf * 4, np.float64)
-        bad = backend.zeros(nf, np.int32)
-        backend.launch("fractal_reduce_bounds", _grid(nf), (BLOCK,),
+        box = xp.zeros(nf * 4, np.float64)
+        bad = xp.zeros(nf, np.int32)
+        _launch("fractal_reduce_bounds", _grid(nf), (BLOCK,),
                        (wbox, wbad, box, bad, i32(nf), i32(W)))
         del wbox, wbad
-        box_h = backend.asnumpy(box).reshape(nf, 4)
-        bad_h = backend.asnumpy(bad)
+        box_h = xp.asnumpy(box).reshape(nf, 4)
+        bad_h = xp.asnumpy(bad)
         params = [bm.raster_params(box_h[k], bool(bad_h[k]), size) for k in range(nf)]
-        rast = {k: backend.asarray(v) for k, v in pack_raster(params).items()}
-        counts = backend.zeros(nf * npix, np.uint32)
-        colsum = backend.zeros(nf * npix, np.uint64)
-        hits = backend.zeros(nf, np.int32)
-        maxc = backend.zeros(nf, np.int32)
-        backend.launch("fractal_raster", _grid(nf * W), (BLOCK,),
+        rast = {k: xp.asarray(v) for k, v in pack_raster(params).items()}
+        counts = xp.zeros(nf * npix, np.uint32)
+        colsum = xp.zeros(nf * npix, np.uint64)
+        hits = xp.zeros(nf, np.int32)
+        maxc = xp.zeros(nf, np.int32)
+        _launch("fractal_raster", _grid(nf * W), (BLOCK,),
                        walk_args + (rast["rparam"], rast["valid"], counts, colsum, hits, maxc,
                                     i32(nf), i32(W), i32(S), i32(B), i32(size)))
-        hits_h = backend.asnumpy(hits)
+        hits_h = xp.asnumpy(hits)
         accepted = [k for k in range(nf)
                     if params[k] is not None and bm.coverage_ok(hits_h[k], size)]
         if accepted:
             col = pack_colour([bm.draw_colour(rngs[pending[k]], size) for k in accepted])
-            src = backend.asarray(np.array(accepted, np.int32))
-            dst = backend.asarray(np.array([pending[k] for k in accepted], np.int32))
+            src = xp.asarray(np.array(accepted, np.int32))
+            dst = xp.asarray(np.array([pending[k] for k in accepted], np.int32))
             na = len(accepted)
-            backend.launch("fractal_colour", _grid(na * npix), (BLOCK,),
-                           (counts, colsum, maxc, src, dst, backend.asarray(col["cparam"]),
-                            backend.asarray(col["bg"]), ui0, uw0, uw1, logt, out, i32(na),
+            _launch("fractal_colour", _grid(na * npix), (BLOCK,),
+                           (counts, colsum, maxc, src, dst, xp.asarray(col["cparam"]),
+                            xp.asarray(col["bg"]), ui0, uw0, uw1, logt, out, i32(na),
                             i32(size), i32(low)))
         done = set(accepted)
         pending = [pending[k] for k in range(nf) if k not in done]
-    return backend.asnumpy(out)
+    return xp.asnumpy(out)
 
 
 # --- GPU entry points ------------------------------------------------------------------------
@@ -198,9 +164,8 @@ def render_fractals_gpu(count: int, size: int = 256, seed: int = 0, indices=None
         raise ValueError(f"seed must be >= 0, got {seed}")
     idx = list(range(count)) if indices is None else [int(i) for i in indices]
     require_gpu()
-    backend = CupyBackend()
     chunk = default_chunk(size) if chunk is None else max(1, int(chunk))
     out = np.empty((len(idx), size, size, 3), np.uint8)
     for lo in range(0, len(idx), chunk):
-        out[lo:lo + chunk] = render_indices(backend, idx[lo:lo + chunk], size, seed)
+        out[lo:lo + chunk] = render_indices(idx[lo:lo + chunk], size, seed)
     return out

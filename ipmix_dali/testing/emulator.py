@@ -1,8 +1,8 @@
 """Run CUDA kernels on the CPU: compile a kernels/*.cu file as C++ and loop over every thread.
 
 Lets CI (no GPU) check what the kernels compute, not only that they compile. A kernel file is
-compiled with g++ and ``_kernels.EMULATOR_CXXFLAGS``, the host twins of the NVRTC options the GPU
-build uses (``_kernels.COMPILE_OPTIONS``: no multiply-add contraction, no flush of subnormals to
+compiled with g++ and ``build.EMULATOR_CXXFLAGS``, the host twins of the NVRTC options the GPU
+build uses (``build.COMPILE_OPTIONS``: no multiply-add contraction, no flush of subnormals to
 zero, IEEE division and square root), after a small header that defines the CUDA qualifiers away, provides
 ``blockIdx``/``threadIdx``/``blockDim``/``gridDim``, sequential ``atomicAdd`` and the ``__*_rn``
 intrinsics. For every ``extern "C" __global__`` kernel a wrapper ``emu_<name>`` runs the kernel
@@ -12,8 +12,8 @@ What it cannot emulate, and kernels therefore must not use: ``__syncthreads``, `
 warp intrinsics, inline PTX, CUDA headers. Differences it cannot see: device ``pow``/``exp``
 accuracy (glibc here), and races between threads (it runs them one after another).
 
-    mod = EmulatedModule("pixel_mix.cu")
-    mod.launch("mix_add", grid=(g, 1, 1), block=(256, 1, 1), args=(x, y, out, np.int32(n)))
+    mod = EmulatedModule("smoke.cu")
+    mod.launch("smoke_mul", grid=(g, 1, 1), block=(256, 1, 1), args=(x, y, out, np.int32(n)))
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from ..executors._kernels import EMULATOR_CXXFLAGS, read_source
+from ..kernels.build import EMULATOR_CXXFLAGS, read_source
 
 HEADER = r"""
 #include <cmath>

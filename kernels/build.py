@@ -25,7 +25,7 @@ of options, :data:`COMPILE_OPTIONS`, is what the GPU runs, what CI compiles, and
 :data:`EMULATOR_CXXFLAGS` mirrors on the host:
 
 ====================  ===============================  ========================================
-NVRTC                 g++ (kernels/emulator.py)        why
+NVRTC                 g++ (testing/emulator.py)        why
 ====================  ===============================  ========================================
 ``--fmad=false``      ``-ffp-contract=off``            one rounding per operation, as NumPy
 ``--ftz=false``       (no ``-ffast-math``: no DAZ/FTZ)  subnormals kept, as NumPy
@@ -46,7 +46,7 @@ import threading
 from pathlib import Path
 
 from ..atomic import atomic_write, cache_root
-from ..kernels import KERNEL_DIR
+from . import KERNEL_DIR
 
 COMPILE_OPTIONS = ("-std=c++17", "--fmad=false", "--ftz=false", "--prec-div=true",
                    "--prec-sqrt=true")

@@ -13,7 +13,7 @@ building and launch sequences without a GPU::
 
 Modes:
 
-* ``"emulate"``: ``RawModule`` kernels run on the CPU through :mod:`ipmix_dali.kernels.emulator`
+* ``"emulate"``: ``RawModule`` kernels run on the CPU through :mod:`ipmix_dali.testing.emulator`
   (thread by thread: real pixels, small batches only).
 * ``"count"``: kernel launches are counted and skipped (their outputs are left as allocated),
   for operation counts and host time at full batch size.
@@ -373,7 +373,7 @@ class _Kernel:
 
 class RawModule:
     """Kernels of a ``kernels/*.cu`` file: from its compiled file (named ``<stem>.<arch>...``
-    by ``_kernels.compiled_kernel``) or from ``code`` naming the file in its first line."""
+    by ``build.compiled_kernel``) or from ``code`` naming the file in its first line."""
 
     def __init__(self, code=None, path=None, options=(), **kwargs):
         from pathlib import Path
@@ -386,7 +386,7 @@ class RawModule:
 
     def emulated(self):
         if self._emulated is None:
-            from .kernels.emulator import EmulatedModule
+            from .emulator import EmulatedModule
 
             self._emulated = EmulatedModule(self.filename)
         return self._emulated
