@@ -12,10 +12,9 @@ import contextlib
 
 import numpy as np
 
+from .augmenter import Augmenter
 from .config import MIXING_METHODS, make_config
 from .device import on_device
-from .plans import sample_plan
-from .rng import make_rng
 
 
 def _kind(images):
@@ -66,12 +65,10 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
     if host.dtype != np.uint8 or host.ndim != 4 or host.shape[-1] != 3:
         raise ValueError(f"images must be uint8 (N, S, S, 3), got {host.dtype} {tuple(host.shape)}")
 
-    bank = as_mixing_bank(mixing_bank, cfg.image_size) if cfg.method in MIXING_METHODS else None
-    plan = sample_plan(cfg, host.shape[0], make_rng(seed, shard, epoch, iteration),
-                       len(bank) if bank else 0, bank.side if bank else 0)
     if executor != "cupy" and kind in ("cupy", "torch-cuda"):
         raise ValueError(f"executor {executor!r} runs on the CPU: pass host arrays or "
                          f"executor='cupy'")
+    bank = as_mixing_bank(mixing_bank, cfg.image_size) if cfg.method in MIXING_METHODS else None
     device_id, stream = None, contextlib.nullcontext()
     if kind == "cupy":
         device_id = host.device.id
@@ -82,16 +79,11 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
 
         device_id = images.device.index
         stream = cupy_stream(torch.cuda.current_stream(images.device))
-    ex = get_executor(executor)
     with on_device(device_id), stream:
-        pics = None
-        if bank is not None:
-            if executor == "cupy":  # cropped on the GPU from the bank's resident copy
-                pics = ex.crop_pictures(bank.on_device(device_id), plan, cfg.image_size)
-            else:
-                pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, cfg.image_size)
-        views = ex.apply(host, pics, plan)
-        clean = ex.normalize(host, cfg) if jsd else None
+        # On the GPU the bank stays resident on the images' device and is cropped there.
+        aug = Augmenter(cfg, bank, get_executor(executor),
+                        "gpu" if executor == "cupy" else "cpu", device_id)
+        out = aug.views(host, aug.plan((seed, shard, epoch, iteration), host.shape[0]))
 
     def back(x):
         if kind == "torch-cuda":
@@ -104,6 +96,4 @@ def augment(images, mixing_bank=None, method: str = "ipmix", preset: str = "imag
             return torch.from_numpy(np.ascontiguousarray(x))
         return x
 
-    if not jsd:
-        return back(views[0])
-    return back(clean), back(views[0]), back(views[1])
+    return tuple(back(v) for v in out) if jsd else back(out[0])

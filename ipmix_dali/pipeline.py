@@ -33,11 +33,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .augmenter import Augmenter
 from .config import MIXING_METHODS
 from .datasets import FileList
 from .device import on_device
-from .plans import sample_plan
-from .rng import make_rng
 
 __all__ = ["AugmentStage", "AugmentStageError", "train_pipeline", "val_pipeline",
            "iters_per_epoch", "dali_seed", "output_buffer", "stage_output_layouts",
@@ -130,21 +129,13 @@ class AugmentStage:
         self.emit_input = emit_input
         self.bank = bank
         self.error, self.error_batch = None, None
-        self._bank_images = None
-        self.device_id = None
-        if device == "gpu":
-            from .device import current_device_id, import_cupy
-
-            self.xp = import_cupy("the GPU pipeline")
-            self.device_id = current_device_id() if device_id is None else int(device_id)
-            if bank is not None:
-                self._bank_images = bank.on_device(self.device_id)  # resident, synchronised
-        else:
-            self.xp = np
+        self.augmenter = Augmenter(config, bank, executor, device, device_id)
+        self.xp, self.device_id = self.augmenter.xp, self.augmenter.device_id
 
     @property
-    def mixes(self) -> bool:
-        return self.config.method in MIXING_METHODS
+    def _bank_images(self):
+        """The bank's resident copy on the stage's GPU (None on the CPU)."""
+        return self.augmenter._resident
 
     def plan_key(self, batch: int):
         """(seed, shard, epoch, iteration) of the pipeline's ``batch``-th batch."""
@@ -152,21 +143,7 @@ class AugmentStage:
         return self.seed, self.shard_id, epoch, iteration
 
     def plan(self, batch: int, n: int):
-        if self.bank is not None:
-            size, side = len(self.bank), self.bank.side
-        else:  # reader mode (the pictures arrive cropped) or no mixing
-            size, side = (1, self.config.image_size) if self.mixes else (0, 0)
-        return sample_plan(self.config, n, make_rng(*self.plan_key(batch)), size, side)
-
-    def _pictures(self, plan, pictures):
-        if not self.mixes:
-            return None
-        if pictures is not None:
-            return self._stack(pictures)
-        if self._bank_images is not None:
-            return self.executor.crop_pictures(self._bank_images, plan, self.config.image_size)
-        return self.xp.asarray(self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left,
-                                               self.config.image_size))
+        return self.augmenter.plan(self.plan_key(batch), n)
 
     def _stack(self, samples):
         stack = getattr(self.executor, "stack_samples", None)
@@ -190,13 +167,11 @@ class AugmentStage:
                              f"the config's image_size is {size}: resize to {size}x{size} "
                              f"before the stage")
         plan = self.plan(batch, x.shape[0])
-        pics = self._pictures(plan, pictures)
+        pics = self._stack(pictures) if pictures is not None else None  # reader mode
         jsd = 1 if self.config.jsd else 0
         logical, samples = output_buffer(self.xp, self.device, self.layout, self.dtype,
                                          jsd + plan.views, x.shape[0], self.config.image_size)
-        if jsd:  # the clean view, normalised by the same executor
-            self.executor.normalize(x, self.config, out=logical[0])
-        self.executor.apply(x, pics, plan, out=logical[jsd:])
+        self.augmenter.views(x, plan, pictures=pics, out=logical)
         if self.emit_input:
             samples.append(list(images))
         return tuple(samples) if len(samples) > 1 else samples[0]

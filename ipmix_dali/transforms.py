@@ -29,8 +29,6 @@ import numpy as np
 
 from .config import MIXING_METHODS, make_config
 from .mixing import as_mixing_bank
-from .plans import sample_plan
-from .rng import make_rng
 
 __all__ = ["IPMix", "PixMix", "AugMix", "LayerMix", "BatchIPMix", "BatchPixMix", "BatchAugMix",
            "BatchLayerMix", "MixTransform", "BatchMix"]
@@ -64,8 +62,7 @@ class MixTransform:
         if executor not in ("numpy", "reference"):
             raise ValueError(f"executor must be 'auto', 'numpy' or 'reference', got {executor!r}")
         self.executor = executor
-        self._bank = None
-        self._executor = None
+        self._augmenter = None
 
     def __repr__(self):
         return (f"{type(self).__name__}(preset and options={self.config}, "
@@ -73,7 +70,7 @@ class MixTransform:
 
     def __getstate__(self):  # workers load the bank themselves (a memory map, not a copy)
         state = dict(self.__dict__)
-        state["_bank"] = state["_executor"] = None
+        state["_augmenter"] = None
         return state
 
     def _image(self, img) -> np.ndarray:
@@ -94,29 +91,22 @@ class MixTransform:
         import torch
 
         x = self._image(img)
-        if self._executor is None:
+        if self._augmenter is None:  # once per worker: the bank is memory-mapped there
+            from .augmenter import Augmenter
             from .executors import get_executor
 
-            self._executor = (get_executor("numpy", chunk_size=1) if self.executor == "numpy"
-                              else get_executor("reference"))
-            if self.config.method in MIXING_METHODS:
-                self._bank = as_mixing_bank(self.mixing_set, self.config.image_size)
+            executor = (get_executor("numpy", chunk_size=1) if self.executor == "numpy"
+                        else get_executor("reference"))
+            bank = (as_mixing_bank(self.mixing_set, self.config.image_size)
+                    if self.config.method in MIXING_METHODS else None)
+            self._augmenter = Augmenter(self.config, bank, executor)
         # A fresh key per call from torch's generator: per worker (DataLoader seeds each
         # worker's generator) and per sample, reproducible under torch.manual_seed.
         key = int(torch.randint(0, 2 ** 62, (1,)))
-        bank = self._bank
-        plan = sample_plan(self.config, 1, make_rng(self.seed, key),
-                           len(bank) if bank is not None else 0,
-                           bank.side if bank is not None else 0)
-        pics = (bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, self.config.image_size)
-                if bank is not None else None)
-        views = self._executor.apply(x, pics, plan)[:, 0]  # (V, S, S, 3)
+        views = self._augmenter.views(x, self._augmenter.plan((self.seed, key), 1))
         # CHW views of the HWC arrays (no copy; default_collate stacks them like any tensor)
-        out = [torch.from_numpy(v).permute(2, 0, 1) for v in views]
-        if not self.config.jsd:
-            return out[0]
-        clean = self._executor.normalize(x, self.config)[0]
-        return (torch.from_numpy(clean).permute(2, 0, 1), *out)
+        out = [torch.from_numpy(v[0]).permute(2, 0, 1) for v in views]
+        return tuple(out) if self.config.jsd else out[0]
 
 
 class IPMix(MixTransform):

@@ -40,7 +40,7 @@ def test_transform_equals_the_reference_executor_on_its_plan(cls):
     torch.manual_seed(11)
     key = int(torch.randint(0, 2 ** 62, (1,)))
     cfg = tf.config
-    bank = tf._bank
+    bank = tf._augmenter.bank
     plan = sample_plan(cfg, 1, make_rng(5, key), len(bank) if bank else 0,
                        bank.side if bank else 0)
     pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, SIZE) if bank else None
@@ -66,7 +66,7 @@ def test_dataloader_workers_are_seeded_and_reproducible(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     views = torch.cat(a).reshape(2, 3, 3, 3, SIZE, SIZE)  # batches, (clean, v1, v2), samples
     assert not torch.equal(views[:, 1], views[:, 2])  # two independent views
-    assert tf._bank is None  # the parent never loaded it: each worker did
+    assert tf._augmenter is None  # the parent never loaded the bank: each worker did
 
 
 def test_wrong_size_is_one_line():

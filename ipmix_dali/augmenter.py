@@ -1,0 +1,89 @@
+"""One augmentation recipe behind every entry point: plan -> mixing pictures -> views.
+
+    aug = Augmenter(config, bank, get_executor("numpy"))
+    plan = aug.plan((seed, shard, epoch, iteration), n)
+    views = aug.views(images, plan)            # (clean, view1, view2) with JSD, else (view,)
+
+The DALI stage (:class:`ipmix_dali.pipeline.AugmentStage`), the array function
+(:func:`ipmix_dali.augment`) and the torch transforms (:mod:`ipmix_dali.transforms`) are thin
+adapters over it, so they cannot drift apart: the same key gives the same pixels through every
+one of them (``tests/test_augmenter.py``).
+
+* ``plan(key, n)``: every random decision of a batch from ``make_rng(*key)``;
+* ``pictures(plan)``: the plan's mixing-picture crops: from the bank on the host (CPU
+  executors), or from the bank's resident copy on the GPU, cropped there (CuPy executor);
+  None for the methods that do not mix;
+* ``views(images, plan, pictures=None, out=None)``: the clean view (with JSD) and the
+  augmented views, normalised, written into ``out`` ((V, N, S, S, 3), any strides and dtype)
+  or new arrays. ``pictures`` overrides the plan's crops (the stage's reader mode).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import MIXING_METHODS
+from .device import on_device
+from .plans import sample_plan
+from .rng import make_rng
+
+__all__ = ["Augmenter"]
+
+
+class Augmenter:
+    """The augmentation of ``config`` with mixing pictures from ``bank`` (a MixingBank, or None
+    for methods that do not mix or whose pictures arrive cropped), run by ``executor``
+    (:func:`ipmix_dali.executors.get_executor`) on ``device`` ("cpu" or "gpu"; ``device_id``
+    the GPU, default the current one)."""
+
+    def __init__(self, config, bank, executor, device: str = "cpu", device_id=None):
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        self.config, self.bank, self.executor = config, bank, executor
+        self.device, self.device_id = device, device_id
+        self.xp = np
+        self._resident = None
+        if device == "gpu":
+            from .device import current_device_id, import_cupy
+
+            self.xp = import_cupy("the GPU augmentation")
+            self.device_id = current_device_id() if device_id is None else int(device_id)
+            if bank is not None and self.mixes:
+                self._resident = bank.on_device(self.device_id)  # resident, synchronised
+
+    @property
+    def mixes(self) -> bool:
+        return self.config.method in MIXING_METHODS
+
+    def on_device(self):
+        """``with aug.on_device():`` the GPU work of a batch on this augmenter's device."""
+        return on_device(self.device_id)
+
+    def plan(self, key, n: int):
+        if self.bank is not None:
+            size, side = len(self.bank), self.bank.side
+        else:  # no mixing, or the pictures arrive cropped (one uniform "bank" of crops)
+            size, side = (1, self.config.image_size) if self.mixes else (0, 0)
+        return sample_plan(self.config, int(n), make_rng(*key), size, side)
+
+    def pictures(self, plan):
+        if not self.mixes or self.bank is None:
+            return None
+        size = self.config.image_size
+        if self._resident is not None:
+            return self.executor.crop_pictures(self._resident, plan, size)
+        pics = self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, size)
+        return self.xp.asarray(pics) if self.xp is not np else pics
+
+    def views(self, images, plan, pictures=None, out=None):
+        """(clean, view1, view2) with JSD, else (view,): normalised float views of uint8
+        (N, S, S, 3) ``images`` under ``plan``."""
+        pics = self.pictures(plan) if pictures is None else pictures
+        jsd = 1 if self.config.jsd else 0
+        if out is None:
+            clean = self.executor.normalize(images, self.config) if jsd else None
+            views = self.executor.apply(images, pics, plan)
+            return ((clean,) if jsd else ()) + tuple(views)
+        if jsd:
+            self.executor.normalize(images, self.config, out=out[0])
+        self.executor.apply(images, pics, plan, out=out[jsd:])
+        return tuple(out)
