@@ -233,8 +233,8 @@ def evaluate(config: EvalConfig, model=None, log=print) -> dict:
     resize = int(resize) if resize else round(crop * 256 / 224)
     from ipmix_dali.datasets import scan_image_folder
 
-    from .checkpoints import load_model
-    from .masks import MASKS
+    from .class_subsets import MASKS
+    from .load_model import load_model
     from .runner import Evaluator
 
     if not any([imagenet_val, imagenet_c, imagenet_r, imagenet_a, imagenet_o, imagenet_p,

@@ -16,8 +16,8 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
+from ipmix_dali.eval.class_subsets import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
 from ipmix_dali.eval.evaluate import EvalConfig, evaluate, find_imagenet_c, pgd_error  # noqa: E402
-from ipmix_dali.eval.masks import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
 from ipmix_dali.eval.metrics import (  # noqa: E402
     ALEXNET_CLEAN_ERR,
     ALEXNET_ERR,
@@ -321,7 +321,7 @@ def test_checkpoint_formats_and_cli(tmp_path, capsys):
     import torchvision
 
     from ipmix_dali.cli import main
-    from ipmix_dali.eval.checkpoints import load_model
+    from ipmix_dali.eval.load_model import load_model
 
     net = torchvision.models.resnet18(num_classes=3)
     torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}},

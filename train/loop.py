@@ -101,7 +101,7 @@ def build_model(cfg: TrainConfig, num_classes: int):
         extra["norm_layer"] = lambda c: torch.nn.GroupNorm(min(32, c), c)
     model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes, **extra)
     if cfg.init_weights:
-        from ipmix_dali.eval.checkpoints import extract_state_dict, load_fitting
+        from ipmix_dali.eval.load_model import extract_state_dict, load_fitting
 
         state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         load_fitting(model, extract_state_dict(state), f"--init-weights {cfg.init_weights}",
