@@ -31,6 +31,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ipmix_dali.atomic import atomic_write, write_json
+from ipmix_dali.config import IMAGENET_MEAN, IMAGENET_STD
 
 from .metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, corruption_errors, ood_measures
 
@@ -208,8 +209,8 @@ class EvalConfig:
     seed: int = 0
     resize: Optional[int] = None
     crop: int = 224
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
 
 
 def evaluate(config: EvalConfig, model=None, log=print) -> dict:

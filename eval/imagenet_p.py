@@ -14,6 +14,8 @@ import os
 import numpy as np
 import torch
 
+from ipmix_dali.config import IMAGENET_MEAN, IMAGENET_STD
+
 from .metrics import top5_distance
 
 __all__ = ["P_PERTURBATIONS", "P_VALIDATION", "evaluate_imagenet_p", "read_video"]
@@ -52,8 +54,8 @@ def _sequence_stats(logits: np.ndarray, noise: bool):
     return flips, t5d
 
 
-def evaluate_imagenet_p(model, root, device="cpu", mean=(0.485, 0.456, 0.406),
-                        std=(0.229, 0.224, 0.225), perturbations=None, alexnet=None,
+def evaluate_imagenet_p(model, root, device="cpu", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                        perturbations=None, alexnet=None,
                         log=print) -> dict:
     """Flip probability and top-5 distance per perturbation; mFR / mT5D when ``alexnet`` (a dict
     {"fp": {p: v}, "t5d": {p: v}}) covers the 10 test perturbations."""

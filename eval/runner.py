@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ipmix_dali.atomic import atomic_write
+from ipmix_dali.config import IMAGENET_MEAN, IMAGENET_STD
 
 from .metrics import calib_err
 
@@ -68,7 +69,7 @@ class Evaluator:
         return os.path.join(self.cache_dir, f"{name.replace('/', '_')}-{h}.npz")
 
     def run(self, name: str, files, resize=None, crop: int = 224, logit_mask=None,
-            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), keep_logits=False):
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, keep_logits=False):
         """Evaluate ``files`` (a FileList); ``logit_mask`` (1000-class indices) slices the logits
         before argmax/softmax (ImageNet-R/A/O). Cached by (model, set, protocol)."""
         protocol = {"resize": resize, "crop": crop, "mask": None if logit_mask is None else
@@ -85,7 +86,7 @@ class Evaluator:
                             keep_logits)
 
     def run_arrays(self, name: str, images, labels, num_classes: int, logit_mask=None,
-                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), key=""):
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, key=""):
         """The same for uint8 (N, H, W, 3) images already preprocessed (in-memory corruptions).
         ``key`` names the images for the cache (e.g. the corruption, severity and seed)."""
         path = self._cache_path(name, _ArrayNames(key, len(images), num_classes),

@@ -15,7 +15,7 @@ import json
 import sys
 
 from .atomic import DiskFullError
-from .config import METHODS
+from .config import IMAGENET_MEAN, IMAGENET_STD, METHODS
 
 
 def _require_gpu_for(device: str) -> None:
@@ -280,8 +280,10 @@ def _add_eval(sub):
     p.add_argument("--resize", type=int, default=None,
                    help="shorter side before the crop (default round(crop * 256 / 224): 256)")
     p.add_argument("--crop", type=int, default=224, help="centre crop (the model's input size)")
-    p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 values)")
-    p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 values)")
+    p.add_argument("--mean", default=",".join(map(str, IMAGENET_MEAN)),
+                   help="normalisation mean (3 values)")
+    p.add_argument("--std", default=",".join(map(str, IMAGENET_STD)),
+                   help="normalisation std (3 values)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="DALI decoding threads")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPU")
