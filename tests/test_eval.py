@@ -16,8 +16,11 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
+from ipmix_dali.eval.cifar import pgd_error  # noqa: E402
 from ipmix_dali.eval.class_subsets import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
-from ipmix_dali.eval.evaluate import EvalConfig, evaluate, find_imagenet_c, pgd_error  # noqa: E402
+from ipmix_dali.eval.config import EvalConfig  # noqa: E402
+from ipmix_dali.eval.evaluate import evaluate  # noqa: E402
+from ipmix_dali.eval.imagenet_c import find_imagenet_c  # noqa: E402
 from ipmix_dali.eval.metrics import (  # noqa: E402
     ALEXNET_CLEAN_ERR,
     ALEXNET_ERR,
@@ -479,7 +482,7 @@ def test_severity_chart_of_several_runs(tmp_path):
     """eval-compare --chart: the per-corruption x severity errors of each run, as a PNG."""
     from PIL import Image
 
-    from ipmix_dali.eval.evaluate import compare, severity_table
+    from ipmix_dali.eval.report import compare, severity_table
 
     runs = []
     for name, scale in (("baseline", 1.0), ("ipmix", 0.5)):
@@ -541,17 +544,13 @@ def reference_predictions(model, colours, mean, std, amp=False, mask=None):
     return logits.argmax(1).numpy(), logits.softmax(1).max(1).values.numpy()
 
 
-@pytest.mark.xfail(strict=True, reason="CIFAR-C, PGD and ImageNet-P ignore --mean/--std, --amp "
-                   "is GPU-only (issue 21)")
 def test_mean_std_and_amp_reach_every_protocol(tmp_path):
     """Every protocol with --mean/--std that are not ImageNet's, without and with --amp (bfloat16
     autocast, on the CPU too): each number equals the one computed from the model's outputs on
     inputs normalised by hand with those flags, and differs from the default normalisation's or
     float32's."""
     pytest.importorskip("cv2")
-    from ipmix_dali.eval.class_subsets import IMAGENET_A, IMAGENET_O, IMAGENET_R
     from ipmix_dali.eval.imagenet_p import P_PERTURBATIONS
-    from ipmix_dali.eval.metrics import flip_probability
 
     # 4 classes: val, ImageNet-C (fog), in-memory contrast, ImageNet-P, CIFAR-C, PGD
     cols, tie = palette(K), (220, 20, 20)
