@@ -1,7 +1,8 @@
 """ImageNet-P at difficulty 1 (hendrycks/robustness ``ImageNet-P/test.py``, docs/evaluation.md §3).
 
 Layout ``root/<perturbation>/<wnid>/<file>.mp4``; frames decoded with OpenCV (BGR -> RGB), no
-resize, ToTensor + Normalize; every frame goes through the model. Per video: the flip rate and
+resize, ToTensor + Normalize (``--mean/--std``); every frame goes through the model (one
+:class:`~.runner.Evaluator`: ``--amp``, ``--channels-last``). Per video: the flip rate and
 the top-5 distance between consecutive frames, or between every frame and the first for the
 noise perturbations (their frames are independent draws). FP_p and T5D_p are means over videos;
 mFR and mT5D divide by AlexNet's values measured with this same code (``measure_alexnet``), over
@@ -14,9 +15,13 @@ import os
 import numpy as np
 import torch
 
-from .metrics import top5_distance
+from ipmix_dali.config import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["P_PERTURBATIONS", "P_VALIDATION", "evaluate_imagenet_p", "read_video"]
+from .metrics import top5_distance
+from .runner import Evaluator
+
+__all__ = ["P_PERTURBATIONS", "P_VALIDATION", "evaluate_imagenet_p", "measure_alexnet",
+           "imagenet_p", "read_video"]
 
 P_PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
                    "brightness", "translate", "rotate", "tilt", "scale")
@@ -52,11 +57,12 @@ def _sequence_stats(logits: np.ndarray, noise: bool):
     return flips, t5d
 
 
-def evaluate_imagenet_p(model, root, device="cpu", mean=(0.485, 0.456, 0.406),
-                        std=(0.229, 0.224, 0.225), perturbations=None, alexnet=None,
+def evaluate_imagenet_p(model, root, device="cpu", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                        perturbations=None, alexnet=None,
                         log=print) -> dict:
     """Flip probability and top-5 distance per perturbation; mFR / mT5D when ``alexnet`` (a dict
-    {"fp": {p: v}, "t5d": {p: v}}) covers the 10 test perturbations."""
+    {"fp": {p: v}, "t5d": {p: v}}) covers the 10 test perturbations. ``model``: a torch model or
+    an :class:`~.runner.Evaluator` (its device, memory format and amp)."""
     root = os.path.expanduser(str(root))
     if not os.path.isdir(root):
         raise ValueError(f"ImageNet-P folder {root} does not exist: pass --imagenet-p DIR "
@@ -67,10 +73,7 @@ def evaluate_imagenet_p(model, root, device="cpu", mean=(0.485, 0.456, 0.406),
     if not found:
         raise ValueError(f"{root} has none of the ImageNet-P perturbation folders "
                          f"({', '.join(P_PERTURBATIONS[:3])}, ...)")
-    dev = torch.device("cuda" if device == "gpu" else "cpu")
-    model = model.to(dev).eval()
-    m = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=dev).view(1, 3, 1, 1)
+    ev = Evaluator.of(model, device=device, log=log)
     out = {"difficulty": 1, "per_perturbation": {}}
     for p in found:
         fps, t5ds = [], []
@@ -82,8 +85,7 @@ def evaluate_imagenet_p(model, root, device="cpu", mean=(0.485, 0.456, 0.406),
         for path in videos:
             frames = read_video(path)
             with torch.no_grad():
-                x = torch.from_numpy(frames).to(dev).permute(0, 3, 1, 2).float() / 255
-                logits = model((x - m) / s).float().cpu().numpy()
+                logits = ev.logits(ev.inputs(frames, mean, std)).cpu().numpy()
             fp, t5d = _sequence_stats(logits, noise="noise" in p)
             fps.append(fp)
             t5ds.append(t5d)
@@ -108,7 +110,9 @@ def evaluate_imagenet_p(model, root, device="cpu", mean=(0.485, 0.456, 0.406),
 
 
 def measure_alexnet(weights, root, device="cpu", log=print) -> dict:
-    """AlexNet's FP (%) and T5D per perturbation, measured with this code (the normalisers)."""
+    """AlexNet's FP (%) and T5D per perturbation, measured with this code (the normalisers):
+    torchvision's AlexNet, so ImageNet's normalisation and float32 whatever ``--mean/--std`` and
+    ``--amp`` say of the model under test."""
     import torchvision
 
     model = torchvision.models.alexnet(weights=None)
@@ -117,3 +121,22 @@ def measure_alexnet(weights, root, device="cpu", log=print) -> dict:
     res = evaluate_imagenet_p(model, root, device, log=log)
     return {"fp": {p: v["flip_probability"] for p, v in res["per_perturbation"].items()},
             "t5d": {p: v["top5_distance"] for p, v in res["per_perturbation"].items()}}
+
+
+def imagenet_p(run) -> dict:
+    """The protocol of ``--imagenet-p`` (with ``--alexnet-p`` / ``--measure-alexnet``)."""
+    import json
+
+    from ipmix_dali.atomic import write_json
+
+    cfg, normalisers = run.config, None
+    if cfg.measure_alexnet:
+        run.log("ImageNet-P with AlexNet (the normalisers)")
+        normalisers = measure_alexnet(cfg.measure_alexnet, cfg.imagenet_p, cfg.device, run.log)
+        write_json(os.path.join(cfg.out, "alexnet_p.json"), normalisers)
+    elif cfg.alexnet_p:
+        with open(cfg.alexnet_p) as f:
+            normalisers = json.load(f)
+    run.log("ImageNet-P (difficulty 1)")
+    return evaluate_imagenet_p(run.evaluator, cfg.imagenet_p, alexnet=normalisers, log=run.log,
+                               **cfg.normalisation("imagenet"))

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
+# The 15 standard ImageNet-C corruptions in test.py's order, the 4 extra ("validation") ones and
+# the grouped layout's folders: one list, ipmix_dali.corruptions.params.
+from ipmix_dali.corruptions.params import EXTRA as EXTRA_CORRUPTIONS
+from ipmix_dali.corruptions.params import GROUPS
+from ipmix_dali.corruptions.params import STANDARD as CORRUPTIONS
+
 __all__ = ["ALEXNET_ERR", "ALEXNET_CLEAN_ERR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "GROUPS",
            "calib_err", "ece", "corruption_errors", "ood_measures", "fpr_at_recall",
            "top5_distance", "flip_probability"]
-
-# The 15 standard ImageNet-C corruptions in test.py's order, and the 4 extra ("validation") ones.
-CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
-               "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
-               "elastic_transform", "pixelate", "jpeg_compression")
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-GROUPS = {"noise": CORRUPTIONS[0:3], "blur": CORRUPTIONS[3:7], "weather": CORRUPTIONS[7:11],
-          "digital": CORRUPTIONS[11:15], "extra": EXTRA_CORRUPTIONS}
 
 # AlexNet's mean top-1 error over the 5 severities (fractions; x 250,000 = exact counts).
 ALEXNET_ERR = {

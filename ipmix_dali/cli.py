@@ -251,79 +251,19 @@ def _run_demo(args) -> int:
 
 
 def _add_eval(sub):
+    from .eval.config import add_eval_arguments
+
     p = sub.add_parser("eval", help="robustness evaluation of a checkpoint: ImageNet val/-C/-R/"
-                                    "-A/-O, CIFAR-C, PGD (results.json, report.md, PNG)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--num-classes", type=int, default=1000)
-    for name in ("imagenet-val", "imagenet-c", "imagenet-r", "imagenet-a", "imagenet-o",
-                 "imagenet-p", "cifar-c"):
-        p.add_argument(f"--{name}", default=None, metavar="DIR")
-    p.add_argument("--alexnet-p", default=None, metavar="JSON",
-                   help="AlexNet's ImageNet-P FP/T5D per perturbation (for mFR / mT5D)")
-    p.add_argument("--measure-alexnet", default=None, metavar="WEIGHTS",
-                   help="measure those normalisers with torchvision AlexNet weights")
-    p.add_argument("--cifar-test", default=None, metavar="NPZ",
-                   help="CIFAR test set for --pgd: arrays 'images' (N, 32, 32, 3) and 'labels'")
-    p.add_argument("--pgd", action="store_true", help="L-inf PGD, eps 2/255, 20 steps (CIFAR)")
-    p.add_argument("--pgd-clamp-start", action="store_true",
-                   help="clamp PGD's random start to [0, 1] (the reference does not)")
-    p.add_argument("--pixmix-compat", action="store_true",
-                   help="ImageNet-C through Resize(256) + CenterCrop(224) like the PixMix/IPMix "
-                        "scripts (default: the canonical protocol, files as they are)")
-    p.add_argument("--corruptions", default=None, help="comma list (default: every one found)")
-    p.add_argument("--corrupt-on-the-fly", action="store_true",
-                   help="ImageNet-C-style corruptions of --imagenet-val made in memory")
-    p.add_argument("--seed", type=int, default=0, help="seed of --corrupt-on-the-fly")
-    p.add_argument("--device", choices=["cpu", "gpu"], default=None,
-                   help="default: gpu when CUDA is available")
-    p.add_argument("--resize", type=int, default=None,
-                   help="shorter side before the crop (default round(crop * 256 / 224): 256)")
-    p.add_argument("--crop", type=int, default=224, help="centre crop (the model's input size)")
-    p.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (3 values)")
-    p.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std (3 values)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2, help="DALI decoding threads")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPU")
-    p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
-    p.add_argument("--unsafe-pickle", action="store_true",
-                   help="torch.load with weights_only=False (only for files you trust)")
-    p.add_argument("--out", required=True)
+                                    "-A/-O/-P, CIFAR-C, PGD (results.json, report.md, PNG)")
+    add_eval_arguments(p)
     p.set_defaults(func=_run_eval)
 
 
-def _three(text, flag):
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise ValueError(f"{flag} takes three comma-separated numbers, got {text!r}")
-    return values
-
-
 def _run_eval(args) -> int:
-    from .eval.evaluate import EvalConfig, evaluate
+    from .eval.config import config_from_args
+    from .eval.evaluate import evaluate
 
-    device = args.device
-    if device is None:
-        import torch
-
-        device = "gpu" if torch.cuda.is_available() else "cpu"
-    evaluate(EvalConfig(
-             args.checkpoint, args.out, arch=args.arch, num_classes=args.num_classes,
-             imagenet_val=args.imagenet_val, imagenet_c=args.imagenet_c,
-             imagenet_r=args.imagenet_r, imagenet_a=args.imagenet_a,
-             imagenet_o=args.imagenet_o, imagenet_p=args.imagenet_p, alexnet_p=args.alexnet_p,
-             measure_alexnet=args.measure_alexnet, cifar_c=args.cifar_c,
-             cifar_test=args.cifar_test,
-             pgd=args.pgd, pgd_clamp_start=args.pgd_clamp_start,
-             pixmix_compat=args.pixmix_compat,
-             corruptions=args.corruptions.split(",") if args.corruptions else None,
-             device=device, batch_size=args.batch_size, threads=args.threads,
-             unsafe_pickle=args.unsafe_pickle, amp=args.amp, channels_last=args.channels_last,
-             corrupt_on_the_fly=args.corrupt_on_the_fly, seed=args.seed, resize=args.resize,
-             crop=args.crop, mean=_three(args.mean, "--mean"), std=_three(args.std, "--std")))
+    evaluate(config_from_args(args))
     print(f"wrote {args.out}/results.json and report.md")
     return 0
 
@@ -337,7 +277,7 @@ def _add_eval_compare(sub):
 
 
 def _run_eval_compare(args) -> int:
-    from .eval.evaluate import compare
+    from .eval.report import compare
 
     compare(args.outs, chart=args.chart)
     return 0

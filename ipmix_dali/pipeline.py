@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .augmenter import Augmenter
-from .config import MIXING_METHODS
+from .config import IMAGENET_MEAN, IMAGENET_STD, MIXING_METHODS
 from .datasets import FileList
 from .device import on_device
 
@@ -317,7 +317,7 @@ def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_
 
 def val_pipeline(files: FileList, *, batch_size: int, resize: Optional[int] = 256,
                  crop: int = 224,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), device: str = "cpu",
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, device: str = "cpu",
                  device_id: Optional[int] = None, num_threads: int = 2, shard_id: int = 0,
                  num_shards: int = 1, dtype: str = "float32", layout: str = "NCHW"):
     """Validation: shorter side ``resize`` (None: no resize, e.g. ImageNet-C's 224 px files),

@@ -369,7 +369,7 @@ def test_make_cifar_c_layout_values_resume_and_eval_reads_it(tmp_path, capsys):
 
     from ipmix_dali.cli import main
     from ipmix_dali.corruptions.cifar_c import load_test_images
-    from ipmix_dali.eval.evaluate import _cifar_c
+    from ipmix_dali.eval.cifar import evaluate_cifar_c as _cifar_c
 
     images = sample_photos(6, 32, seed=3)
     labels = np.array([0, 1, 2, 0, 1, 2])

@@ -16,8 +16,11 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
-from ipmix_dali.eval.evaluate import EvalConfig, evaluate, find_imagenet_c, pgd_error  # noqa: E402
-from ipmix_dali.eval.masks import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
+from ipmix_dali.eval.cifar import pgd_error  # noqa: E402
+from ipmix_dali.eval.class_subsets import IMAGENET_A, IMAGENET_O, IMAGENET_R  # noqa: E402
+from ipmix_dali.eval.config import EvalConfig  # noqa: E402
+from ipmix_dali.eval.evaluate import evaluate  # noqa: E402
+from ipmix_dali.eval.imagenet_c import find_imagenet_c  # noqa: E402
 from ipmix_dali.eval.metrics import (  # noqa: E402
     ALEXNET_CLEAN_ERR,
     ALEXNET_ERR,
@@ -321,7 +324,7 @@ def test_checkpoint_formats_and_cli(tmp_path, capsys):
     import torchvision
 
     from ipmix_dali.cli import main
-    from ipmix_dali.eval.checkpoints import load_model
+    from ipmix_dali.eval.load_model import load_model
 
     net = torchvision.models.resnet18(num_classes=3)
     torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}},
@@ -479,7 +482,7 @@ def test_severity_chart_of_several_runs(tmp_path):
     """eval-compare --chart: the per-corruption x severity errors of each run, as a PNG."""
     from PIL import Image
 
-    from ipmix_dali.eval.evaluate import compare, severity_table
+    from ipmix_dali.eval.report import compare, severity_table
 
     runs = []
     for name, scale in (("baseline", 1.0), ("ipmix", 0.5)):
@@ -495,3 +498,154 @@ def test_severity_chart_of_several_runs(tmp_path):
     compare(runs, log=lambda m: None, chart=str(tmp_path / "compare.png"))
     img = Image.open(tmp_path / "compare.png")
     assert img.format == "PNG" and img.size[0] > 600 and img.size[1] > 200
+
+
+# ---------------------------------------------------------------------------------------------
+# --mean/--std and --amp reach every protocol
+
+
+class TieModel(torch.nn.Module):
+    """ColourModel's nearest colour as a one-hot (straight-through, so PGD has a gradient), then
+    a linear layer: each colour votes 1.0 for its class, and one extra "tie" colour votes 1.0 for
+    class ``pair[0]`` and 1.001 for ``pair[1]``. In float32 ``pair[1]`` wins; under bfloat16
+    autocast (steps of 2^-7 near 1) the two logits are equal and argmax takes ``pair[0]``. An
+    image in class ``pair[1]``'s folder painted the tie colour is therefore right in float32 and
+    wrong with --amp; with the wrong normalisation the colours, and the answers, move."""
+
+    def __init__(self, colours, tie, pair, mean, std):
+        super().__init__()
+        n = len(colours)
+        self.colour = ColourModel(np.vstack([colours, [tie]]).astype(np.float32), mean, std)
+        self.fc = torch.nn.Linear(n + 1, n)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.weight[:, :n] = torch.eye(n)
+            self.fc.weight[list(pair), n] = 1.0
+            self.fc.bias.zero_()
+            self.fc.bias[pair[1]] = 0.001
+
+    def forward(self, x):
+        scores = self.colour(x)
+        hard = torch.nn.functional.one_hot(scores.argmax(1), scores.shape[1]).float()
+        return self.fc(hard + scores - scores.detach())
+
+
+# The model's own normalisation: read with ImageNet's instead, every colour lands near grey 115.
+FLAG_MEAN, FLAG_STD = (0.45, 0.4, 0.5), (0.02, 0.03, 0.025)
+
+
+def reference_predictions(model, colours, mean, std, amp=False, mask=None):
+    """(argmax, max-softmax) of solid images of ``colours``, normalised here by hand."""
+    x = torch.as_tensor(np.asarray(colours, np.float32)).view(-1, 3, 1, 1).expand(-1, 3, 8, 8)
+    x = (x / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        logits = model(x)
+    logits = logits.float() if mask is None else logits.float()[:, list(mask)]
+    return logits.argmax(1).numpy(), logits.softmax(1).max(1).values.numpy()
+
+
+def test_mean_std_and_amp_reach_every_protocol(tmp_path):
+    """Every protocol with --mean/--std that are not ImageNet's, without and with --amp (bfloat16
+    autocast, on the CPU too): each number equals the one computed from the model's outputs on
+    inputs normalised by hand with those flags, and differs from the default normalisation's or
+    float32's."""
+    pytest.importorskip("cv2")
+    from ipmix_dali.eval.imagenet_p import P_PERTURBATIONS
+
+    # 4 classes: val, ImageNet-C (fog), in-memory contrast, ImageNet-P, CIFAR-C, PGD
+    cols, tie = palette(K), (220, 20, 20)
+    model = TieModel(cols, tie, (0, 1), FLAG_MEAN, FLAG_STD)
+    classes = [f"n{k:08d}" for k in range(K)]
+
+    def paint(k, i=0):  # class 1's folder holds the tie colour
+        return tie if k == 1 else cols[k]
+
+    write_tree(tmp_path / "val", paint, classes, PER)
+    for s in range(1, 6):
+        write_tree(tmp_path / "c" / "fog" / str(s), paint, classes, PER)
+    labels = np.tile(np.arange(K), 3)
+    images = np.stack([np.full((32, 32, 3), paint(y), np.uint8) for y in labels])
+    (tmp_path / "cifar").mkdir()
+    np.save(tmp_path / "cifar" / "labels.npy", np.tile(labels, 5).astype(np.uint8))
+    np.save(tmp_path / "cifar" / "fog.npy", np.tile(images, (5, 1, 1, 1)))
+    np.savez(tmp_path / "test.npz", images=images, labels=labels)
+    sequence = [tie, cols[1], cols[0], cols[0]]  # float32 1 1 0 0, bfloat16 0 1 0 0
+    for p in ("rotate", "gaussian_noise"):
+        _write_video(tmp_path / "p" / p / "n0" / "v.mp4", sequence)
+    # 1000 classes: ImageNet-R, -A, -O (class 90's folders hold the tie colour)
+    cols1k, tie1k = palette(1000), (31, 31, 31)
+    model1k = TieModel(cols1k, tie1k, (79, 90), FLAG_MEAN, FLAG_STD)
+    names = [f"n{j:08d}" for j in range(1000)]
+
+    def paint1k(k, i=0, idx=range(1000)):
+        return tie1k if idx[k] == 90 else cols1k[idx[k]]
+
+    write_tree(tmp_path / "val1k", paint1k, names, 1, size=16)
+    for key, idx in (("r", IMAGENET_R), ("a", IMAGENET_A)):
+        write_tree(tmp_path / key, lambda k, i, idx=idx: paint1k(k, idx=idx),
+                   [names[j] for j in idx], 1, size=16)
+    not_o = [j for j in range(1000) if j not in set(IMAGENET_O)]
+    write_tree(tmp_path / "o", lambda k, i: cols1k[not_o[k]], [names[j] for j in IMAGENET_O], 1,
+               size=16)  # anomalies: pictures of classes outside the 200
+
+    def expected(amp, mean=FLAG_MEAN, std=FLAG_STD):
+        """Every protocol's number, from reference_predictions."""
+        def error(m, colours, y, mask=None):
+            pred, _ = reference_predictions(m, colours, mean, std, amp, mask)
+            return 100 * float(np.mean(pred != np.asarray(y)))
+
+        four = error(model, [paint(y) for y in labels], labels)
+        seq, _ = reference_predictions(model, sequence, mean, std, amp)
+        _, conf_in = reference_predictions(model1k, [paint1k(j) for j in IMAGENET_O], mean, std,
+                                           amp, IMAGENET_O)
+        _, conf_out = reference_predictions(model1k, [cols1k[j] for j in not_o[:200]], mean, std,
+                                            amp, IMAGENET_O)
+        return {"clean": four, "fog": four, "contrast": four, "cifar_c": four, "pgd": four,
+                "rotate": 100 * flip_probability(seq, noise=False),
+                "gaussian_noise": 100 * flip_probability(seq, noise=True),
+                "clean1k": error(model1k, [paint1k(j) for j in range(1000)], range(1000)),
+                **{f"imagenet_{k}": error(model1k, [paint1k(j) for j in idx], range(200), idx)
+                   for k, idx in (("r", IMAGENET_R), ("a", IMAGENET_A))},
+                "aupr": ood_measures(-conf_out, -conf_in)["aupr"]}
+
+    def measured(amp):
+        common = dict(mean=FLAG_MEAN, std=FLAG_STD, amp=amp, crop=32, batch_size=8, threads=1)
+        run = f"amp{int(amp)}"
+        res = evaluate(EvalConfig("m", tmp_path / run, num_classes=K, imagenet_val=tmp_path / "val",
+                                  imagenet_c=tmp_path / "c", imagenet_p=tmp_path / "p",
+                                  cifar_c=tmp_path / "cifar", pgd=True,
+                                  cifar_test=tmp_path / "test.npz", **common),
+                       model=model, log=lambda m: None)
+        fly = evaluate(EvalConfig("m", tmp_path / f"{run}-fly", num_classes=K,
+                                  imagenet_val=tmp_path / "val", corrupt_on_the_fly=True,
+                                  corruptions=["contrast"], **common),
+                       model=model, log=lambda m: None)
+        big = evaluate(EvalConfig("m1k", tmp_path / f"{run}-1k", num_classes=1000,
+                                  imagenet_val=tmp_path / "val1k", imagenet_r=tmp_path / "r",
+                                  imagenet_a=tmp_path / "a", imagenet_o=tmp_path / "o",
+                                  **dict(common, crop=16, batch_size=100)),
+                       model=model1k, log=lambda m: None)
+        pp = res["imagenet_p"]["per_perturbation"]
+        return {"clean": res["clean"]["error"],
+                **{k: max(cell["error"] for cell in table.values()) for k, table in
+                   (("fog", res["imagenet_c"]["cells"]["fog"]),
+                    ("contrast", fly["imagenet_c"]["cells"]["contrast"]))},
+                "cifar_c": res["cifar_c"]["per_corruption"]["fog"], "pgd": res["pgd"]["error"],
+                "rotate": pp["rotate"]["flip_probability"],
+                "gaussian_noise": pp["gaussian_noise"]["flip_probability"],
+                "clean1k": big["clean"]["error"], "imagenet_r": big["imagenet_r"]["error"],
+                "imagenet_a": big["imagenet_a"]["error"], "aupr": big["imagenet_o"]["aupr"]}
+
+    assert "rotate" in P_PERTURBATIONS
+    want32, want16 = expected(amp=False), expected(amp=True)
+    default = expected(amp=False, mean=MEAN, std=STD)
+    # the test can tell: every number moves with the normalisation, and all but ImageNet-O's
+    # (an anomaly score of flat softmaxes) move with bfloat16
+    assert all(default[k] != pytest.approx(want32[k]) for k in want32), (default, want32)
+    assert all(want16[k] != pytest.approx(want32[k]) for k in want32 if k != "aupr")
+    assert (want32["clean"], want16["clean"], want32["rotate"], want16["rotate"]) == (
+        0.0, 25.0, pytest.approx(100 / 3), pytest.approx(200 / 3))
+    got32 = measured(amp=False)
+    assert got32 == pytest.approx(want32), {k: (got32[k], want32[k]) for k in want32}
+    got16 = measured(amp=True)
+    assert got16 == pytest.approx(want16), {k: (got16[k], want16[k]) for k in want16}

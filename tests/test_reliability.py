@@ -212,7 +212,7 @@ def test_last_partial_batch_is_dropped_by_default(tmp_path):
 def test_eval_suggests_unsafe_pickle_only_for_real_pickles(tmp_path):
     import argparse
 
-    from ipmix_dali.eval.checkpoints import load_model
+    from ipmix_dali.eval.load_model import load_model
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(2000))

@@ -101,7 +101,7 @@ def build_model(cfg: TrainConfig, num_classes: int):
         extra["norm_layer"] = lambda c: torch.nn.GroupNorm(min(32, c), c)
     model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes, **extra)
     if cfg.init_weights:
-        from ipmix_dali.eval.checkpoints import extract_state_dict, load_fitting
+        from ipmix_dali.eval.load_model import extract_state_dict, load_fitting
 
         state = torch.load(cfg.init_weights, map_location="cpu", weights_only=True)
         load_fitting(model, extract_state_dict(state), f"--init-weights {cfg.init_weights}",
@@ -129,23 +129,21 @@ def build_optimizer(model, cfg: TrainConfig, lr: float, fused: bool = False):
 
 def evaluate(model, loader, device, channels_last=False, dist_=None):
     """Top-1 and top-5 accuracy (%) and mean cross-entropy over every validation sample (summed
-    over the ranks' shards)."""
+    over the ranks' shards), scored like every evaluation protocol
+    (:class:`ipmix_dali.eval.runner.Scores`)."""
+    from ipmix_dali.eval.runner import Scores
+
     model.eval()
-    correct1 = correct5 = total = 0
-    loss_sum = 0.0
+    scores = Scores()
     with torch.no_grad():
         for images, labels in loader:
             images = images.to(device)
             labels = labels.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            logits = model(images).float()
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += int((top[:, 0] == labels).sum())
-            correct5 += int((top == labels[:, None]).any(dim=1).sum())
-            total += len(labels)
+            scores.add(model(images), labels)
     model.train()
+    correct1, correct5, total, loss_sum = scores.top1, scores.top5, scores.n, scores.loss_sum
     if dist_ is not None:
         correct1, correct5, total, loss_sum = dist_.all_reduce_sum(
             [correct1, correct5, total, loss_sum], device)

@@ -11,6 +11,11 @@ STANDARD = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "gl
             "elastic_transform", "pixelate", "jpeg_compression")
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL = STANDARD + EXTRA
+# The four groups of the standard corruptions (the papers' tables), and the folders of the
+# grouped ImageNet-C download (noise/gaussian_noise/1/...), which add the extras' own.
+STANDARD_GROUPS = {"noise": STANDARD[0:3], "blur": STANDARD[3:7], "weather": STANDARD[7:11],
+                   "digital": STANDARD[11:15]}
+GROUPS = {**STANDARD_GROUPS, "extra": EXTRA}
 
 IMAGENET = {
     "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),

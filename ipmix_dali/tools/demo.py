@@ -24,14 +24,12 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write, write_json
-from ..corruptions import STANDARD
+from ..corruptions.params import STANDARD
+from ..corruptions.params import STANDARD_GROUPS as GROUPS
 
 __all__ = ["run_demo", "write_digits_folder", "GROUPS"]
 
 SIDE = 64
-
-GROUPS = {"noise": STANDARD[0:3], "blur": STANDARD[3:7], "weather": STANDARD[7:11],
-          "digital": STANDARD[11:15]}
 
 
 def write_digits_folder(root, val_fraction: float = 0.2, seed: int = 0) -> dict:
