@@ -320,3 +320,32 @@ def test_train_cli_exit_codes(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ipmix_dali.train", "--data", "synthetic",
                           "--epochs", "0"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().endswith("--epochs must be >= 1, got 0")
+
+
+# --- round 2 (issue 22) --------------------------------------------------------------------
+@pytest.fixture
+def small_tree(tmp_path):
+    """train/ of 2 x 12 JPEGs and val/ of 2 x 2, 40 px."""
+    write_jpeg_tree(tmp_path / "d" / "train", classes=2, per_class=12, size=(40, 40))
+    write_jpeg_tree(tmp_path / "d" / "val", classes=2, per_class=2, size=(40, 40))
+    return tmp_path / "d"
+
+
+def _tree_argv(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--arch", "resnet18", "--method",
+            "none", "--image-size", "32", "--val-resize", "32", "--epochs", "1", "--threads",
+            "1", "--no-tensorboard", *extra]
+
+
+# 2: a batch larger than the training set
+def test_batch_larger_than_the_training_set_is_refused_or_partial(small_tree, tmp_path, capsys):
+    _one_line_error(capsys, _tree_argv(small_tree, tmp_path / "o", "--batch-size", "64"),
+                    "--batch-size 64 > 24 training images per process in",
+                    "lower --batch-size to at most 24", "--no-drop-last")
+    assert not (tmp_path / "o").exists()  # refused before any work
+    summary = train(TrainConfig(data=str(small_tree), out=str(tmp_path / "p"), arch="resnet18",
+                                method="none", batch_size=64, image_size=32, val_resize=32,
+                                epochs=1, threads=1, tensorboard=False, drop_last=False))
+    assert summary["steps"] == 1 and summary["val_samples"] == 4  # one batch of all 24
+    lines = (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["epoch"] == 0

@@ -78,17 +78,28 @@ def build_loaders(cfg: TrainConfig, d, device):
     # they are channels_last tensors already (no conversion copy), and half the bytes.
     fast = dict(dtype="float16", layout="NHWC") if cfg.device == "gpu" and cfg.channels_last \
         and cfg.amp != "none" else {}
+    if cfg.drop_last:
+        _check_one_batch(train_files, cfg.batch_size, d.world)
     loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank, seed=cfg.seed,
                           jsd_output="concat",
                           last_batch_policy="drop" if cfg.drop_last else "partial", **shard,
                           **fast)
-    if len(loader) == 0:
-        raise ValueError(f"{train_files.source}: {loader.samples_per_epoch} training images per "
-                         f"process, fewer than one batch of {cfg.batch_size}: lower "
-                         f"--batch-size, or pass --no-drop-last to train on the partial batch")
     val = val_loader(val_files, batch_size=cfg.batch_size, resize=cfg.val_resize,
                      crop=cfg.image_size, mean=aug.mean, std=aug.std, **shard)
     return loader, val, train_files.num_classes
+
+
+def _check_one_batch(files, batch_size: int, world: int) -> None:
+    """With --drop-last every process needs one full batch: DALI's iterator refuses a shard
+    smaller than the batch ("no data in the pipeline"), so refuse it first, with the numbers."""
+    n = len(files)
+    smallest = min(((i + 1) * n) // world - (i * n) // world for i in range(world))
+    if smallest < batch_size:
+        spread = f" ({n} over {world} processes)" if world > 1 else ""
+        raise ValueError(f"--batch-size {batch_size} > {smallest} training images per process in "
+                         f"{files.source}{spread} with --drop-last (an epoch would have no step): "
+                         f"lower --batch-size to at most {smallest}, or pass --no-drop-last to "
+                         f"train on the partial batch")
 
 
 def build_model(cfg: TrainConfig, num_classes: int):
