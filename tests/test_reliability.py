@@ -349,3 +349,59 @@ def test_batch_larger_than_the_training_set_is_refused_or_partial(small_tree, tm
     assert summary["steps"] == 1 and summary["val_samples"] == 4  # one batch of all 24
     lines = (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 0
+
+
+# 3: --resume to a damaged checkpoint; --resume auto's fallback says what is redone
+def _synthetic_argv(out, *extra):
+    return ["train", "--data", "synthetic", "--out", str(out), "--arch", "resnet18", "--method",
+            "none", "--num-classes", "4", "--synthetic-size", "16", "--batch-size", "8",
+            "--image-size", "32", "--val-resize", "32", "--epochs", "2", "--threads", "1",
+            "--no-tensorboard", "--log-every", "1", "--norm", "group", *extra]
+
+
+def test_resume_from_a_damaged_checkpoint_names_the_intact_one(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(_synthetic(out, epochs=2))["steps"] == 4  # checkpoints at steps 2 and 4
+    newest, intact = out / "checkpoint_step000000004.pt", out / "checkpoint_step000000002.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[:len(data) // 2])  # a copy that stopped half-way
+    _one_line_error(capsys, _synthetic_argv(out, "--resume", str(newest)),
+                    f"--resume {newest} does not load: the file is a truncated or damaged "
+                    f"PyTorch checkpoint (PytorchStreamReader failed reading zip archive",
+                    f"the intact checkpoint next to it is {intact}: pass --resume {intact}")
+    _one_line_error(capsys, _synthetic_argv(out, "--resume", str(out / "checkpoint_last.pt")),
+                    "checkpoint_last.pt does not load",  # the link to the damaged file
+                    f"the intact checkpoint next to it is {intact}")
+    noise = tmp_path / "alone" / "random.pt"
+    noise.parent.mkdir()
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    _one_line_error(capsys, _synthetic_argv(tmp_path / "o2", "--resume", str(noise)),
+                    "the file is not a PyTorch checkpoint (neither a zip archive nor a pickle)",
+                    "no intact checkpoint is next to it: pass --resume none to start over")
+
+    capsys.readouterr()
+    assert main(_synthetic_argv(out)) == 0  # --resume auto falls back, and says so
+    text = capsys.readouterr().out
+    assert (f"resumed from {intact} at epoch 1, step 2 (the newer checkpoint_step000000004.pt "
+            f"did not load: the steps after 2 are trained again)") in text
+    assert torch.load(newest, weights_only=True)["step"] == 4  # written again, whole
+
+    for name in ("checkpoint_step000000002.pt", "checkpoint_step000000004.pt"):
+        (out / name).write_bytes(b"\0" * 100)
+    _one_line_error(capsys, _synthetic_argv(out, "--epochs", "3", "--allow-config-change"),
+                    f"--resume auto: none of the 2 checkpoints in {out} loads",
+                    "--resume none to start over")
+    assert (out / "metrics.jsonl").exists()  # not deleted by a silent start from scratch
+
+
+# 5: eval --checkpoint on a file that is not a checkpoint
+def test_eval_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 2.3}\n{"step": 2, "loss": 2.1}\n')
+    err = _one_line_error(capsys, ["eval", "--checkpoint", str(metrics), "--arch", "resnet18",
+                                   "--num-classes", "4", "--imagenet-val", str(tmp_path),
+                                   "--out", str(tmp_path / "ev"), "--device", "cpu"],
+                          f"cannot load checkpoint {metrics}: the file is text, not a PyTorch "
+                          f"checkpoint (it begins '{{\"step\": 1, \"loss\": 2.3}}')",
+                          "pass the .pt file a training wrote")
+    assert "weights_only" not in err and "--unsafe-pickle" not in err and "2.6" not in err

@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from ipmix_dali.atomic import DiskFullError, write_json
-from ipmix_dali.train.checkpoint import load_latest, save_checkpoint
+from ipmix_dali.train.checkpoint import (
+    list_checkpoints,
+    load_latest,
+    load_resume_file,
+    newer_than,
+    save_checkpoint,
+)
 from ipmix_dali.train.config import (
     TrainConfig,
     augmentation_config,
@@ -283,8 +289,12 @@ def _train(cfg: TrainConfig, d) -> dict:
     path, state = None, None
     if cfg.resume == "auto":
         path, state = load_latest(cfg.out)
+        if state is None and list_checkpoints(cfg.out):
+            raise ValueError(f"--resume auto: none of the {len(list_checkpoints(cfg.out))} "
+                             f"checkpoints in {cfg.out} loads (damaged): pass --resume none to "
+                             f"start over (its metrics.jsonl is replaced), or --out NEW")
     elif cfg.resume not in ("none", ""):
-        path, state = cfg.resume, torch.load(cfg.resume, map_location="cpu", weights_only=True)
+        path, state = cfg.resume, load_resume_file(cfg.resume)
     if state is not None:
         _check_resumable(cfg, path, state, d.world)
         if state["epoch"] >= cfg.epochs:
@@ -298,7 +308,11 @@ def _train(cfg: TrainConfig, d) -> dict:
         step, epoch = state["step"], state["epoch"]
         if d.main:
             truncate_jsonl(metrics_path, step)
-            print(f"resumed from {path} at epoch {epoch}, step {step}", flush=True)
+            redone = newer_than(cfg.out, step) if cfg.resume == "auto" else []
+            print(f"resumed from {path} at epoch {epoch}, step {step}"
+                  + (f" (the newer {', '.join(os.path.basename(p) for p in redone)} did not "
+                     f"load: the steps after {step} are trained again)" if redone else ""),
+                  flush=True)
     elif d.main and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
