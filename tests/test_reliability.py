@@ -405,3 +405,37 @@ def test_eval_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
                           f"checkpoint (it begins '{{\"step\": 1, \"loss\": 2.3}}')",
                           "pass the .pt file a training wrote")
     assert "weights_only" not in err and "--unsafe-pickle" not in err and "2.6" not in err
+
+
+# 4: an --out that cannot be written
+def test_output_dir_that_cannot_be_written_is_refused_first(capsys):
+    import tempfile
+
+    import torchvision  # noqa: F401 - imported before the user changes (user nobody may not read it)
+
+    base = tempfile.mkdtemp(prefix="ipmix-ro-")
+    for name in ("parent", "run"):
+        os.mkdir(os.path.join(base, name), 0o555)  # read-only for everybody but root
+    os.chmod(base, 0o755)
+    try:
+        root = os.geteuid() == 0
+        if root:  # root writes anywhere: try as user nobody
+            os.setegid(65534)
+            os.seteuid(65534)
+        try:
+            new = os.path.join(base, "parent", "r1")
+            _one_line_error(capsys, _synthetic_argv(new),
+                            f"--out {new}: cannot write there (it would be created in "
+                            f"{base}/parent): Permission denied")
+            _one_line_error(capsys, _synthetic_argv(os.path.join(base, "run"), "--output-dir",
+                                                    os.path.join(base, "run")),
+                            f"--out {base}/run: cannot write there: Permission denied",
+                            "choose a folder you can write")
+        finally:
+            if root:
+                os.seteuid(0)
+                os.setegid(0)
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
