@@ -34,7 +34,8 @@ from ipmix_dali.atomic import atomic_write, write_json
 
 from .metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, corruption_errors, ood_measures
 
-__all__ = ["EvalConfig", "evaluate", "find_imagenet_c", "RESNET50_MCE"]
+__all__ = ["EvalConfig", "evaluate", "find_imagenet_c", "unknown_imagenet_c_folders",
+           "RESNET50_MCE"]
 
 RESNET50_MCE = 76.7          # torchvision ResNet-50 (V1), robustness README leaderboard
 RESNET50_CLEAN_ERROR = 23.85
@@ -64,6 +65,25 @@ def find_imagenet_c(root):
         raise ValueError(f"{root} has no ImageNet-C corruption folders (e.g. gaussian_noise/1/, "
                          f"or noise/gaussian_noise/1/)")
     return cells
+
+
+def unknown_imagenet_c_folders(root):
+    """Folders of an ImageNet-C tree (and of its group folders) that are none of the 19
+    corruptions and no group, as ``group/name`` or ``name``: :func:`find_imagenet_c` leaves
+    them out, and the run says so."""
+    known = set(CORRUPTIONS) | set(EXTRA_CORRUPTIONS)
+    root = os.path.abspath(os.path.expanduser(root))
+    found = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not os.path.isdir(path) or name.startswith(".") or name in known:
+            continue
+        if name in GROUPS:
+            found += [f"{name}/{n}" for n in sorted(os.listdir(path)) if n not in known
+                      and not n.startswith(".") and os.path.isdir(os.path.join(path, n))]
+        else:
+            found.append(name)
+    return found
 
 
 def _key(checkpoint, arch, extra):
@@ -256,6 +276,11 @@ def evaluate(config: EvalConfig, model=None, log=print) -> dict:
                          "uint8 and 'labels')")
     # Check every folder before loading anything.
     cells = find_imagenet_c(imagenet_c) if imagenet_c else {}
+    ignored = unknown_imagenet_c_folders(imagenet_c) if imagenet_c else []
+    if ignored:
+        log(f"ImageNet-C: ignored {len(ignored)} folder(s) of {imagenet_c} that are no "
+            f"ImageNet-C corruption: {', '.join(ignored)} (name a folder after one of the 19 "
+            f"corruptions to evaluate it)")
     if corruptions:
         unknown = sorted(set(corruptions) - set(CORRUPTIONS) - set(EXTRA_CORRUPTIONS))
         if unknown:
@@ -311,6 +336,10 @@ def evaluate(config: EvalConfig, model=None, log=print) -> dict:
                 r = ev.run(f"c/{c}/{s}", files, **preprocess_c, **norm)
                 table.setdefault(c, {})[str(s)] = strip(r)
         results["imagenet_c"] = summarise_c(table, results.get("clean", {}).get("error"))
+        results["imagenet_c"]["ignored_folders"] = ignored
+        extras = [c for c in table if c in EXTRA_CORRUPTIONS]
+        if extras:
+            log(f"ImageNet-C: evaluated as extras, not in the mCE: {', '.join(extras)}")
     if corrupt_on_the_fly:
         from ipmix_dali.corruptions.make import corrupted_arrays, preprocess
 
@@ -426,6 +455,9 @@ def report_markdown(r) -> str:
             lines.append(f"Missing standard corruptions (no mCE): {', '.join(ic['missing'])}.")
         if "extra_mean_ce" in ic:
             lines.append(f"Extra corruptions, mean CE (not in mCE): {_fmt(ic['extra_mean_ce'])} %.")
+        if ic.get("ignored_folders"):
+            lines.append(f"Ignored folders (no ImageNet-C corruption, not evaluated): "
+                         f"{', '.join(ic['ignored_folders'])}.")
         lines.append("")
     rows = []
     for name, label in (("imagenet_r", "ImageNet-R"), ("imagenet_a", "ImageNet-A")):

@@ -439,3 +439,32 @@ def test_output_dir_that_cannot_be_written_is_refused_first(capsys):
         import shutil
 
         shutil.rmtree(base)
+
+
+# 6: a folder in an ImageNet-C tree that is no corruption
+def test_unknown_imagenet_c_folders_are_named_on_screen_and_in_the_report(tmp_path):
+    from ipmix_dali.eval.evaluate import EvalConfig, evaluate
+
+    root = tmp_path / "c"
+    for cell in ("gaussian_noise", "spatter", "my_blur", "noise/fancy_noise"):
+        for s in range(1, 6):
+            write_jpeg_tree(root / cell / str(s), classes=2, per_class=2, size=(32, 32), seed=s)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, 2)).eval()
+    logs = []
+    res = evaluate(EvalConfig("tiny", tmp_path / "ev", arch="tiny", num_classes=2,
+                              imagenet_c=root, crop=32, batch_size=4, threads=1, device="cpu"),
+                   model=model, log=logs.append)
+    ic = res["imagenet_c"]
+    assert set(ic["per_corruption"]) == {"gaussian_noise", "spatter"}
+    assert ic["ignored_folders"] == ["my_blur", "noise/fancy_noise"]
+    assert (f"ImageNet-C: ignored 2 folder(s) of {root} that are no ImageNet-C corruption: "
+            f"my_blur, noise/fancy_noise (name a folder after one of the 19 corruptions to "
+            f"evaluate it)") in logs
+    assert "ImageNet-C: evaluated as extras, not in the mCE: spatter" in logs
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert ("Ignored folders (no ImageNet-C corruption, not evaluated): my_blur, "
+            "noise/fancy_noise.") in report
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert saved["imagenet_c"]["ignored_folders"] == ["my_blur", "noise/fancy_noise"]
