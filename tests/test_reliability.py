@@ -43,12 +43,22 @@ def _one_line_error(capsys, argv, *fragments, code=2):
 def test_signal_stops_training_and_restores_the_handlers(tmp_path):
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     cfg = _synthetic(tmp_path / "run", synthetic_size=400, epochs=3)
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
+    done = threading.Event()
+
+    def term_once_training():  # not a fixed delay: imports alone may take seconds on a busy machine
+        while signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]:
+            if done.wait(0.01):
+                return
+        if not done.wait(1.0):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=term_once_training, daemon=True)
+    killer.start()
     try:
         summary = train(cfg)
     finally:
-        timer.cancel()
+        done.set()
+        killer.join()
     assert summary["stopped"]["signal"] == "SIGTERM" and summary["stopped"]["exit_code"] == 143
     step = summary["stopped"]["step"]
     assert (tmp_path / "run" / f"checkpoint_step{step:09d}.pt").exists()
@@ -468,3 +478,4 @@ def test_unknown_imagenet_c_folders_are_named_on_screen_and_in_the_report(tmp_pa
             "noise/fancy_noise.") in report
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert saved["imagenet_c"]["ignored_folders"] == ["my_blur", "noise/fancy_noise"]
+
