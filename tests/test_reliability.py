@@ -479,3 +479,38 @@ def test_unknown_imagenet_c_folders_are_named_on_screen_and_in_the_report(tmp_pa
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert saved["imagenet_c"]["ignored_folders"] == ["my_blur", "noise/fancy_noise"]
 
+
+# 7: two trainings into one --out
+def test_second_training_into_a_busy_out_is_refused_and_a_stale_lock_taken_over(
+        tmp_path, capsys, caplog):
+    import socket
+    import time
+
+    out = tmp_path / "run"
+    lock = out / "train.lock"
+    first = subprocess.Popen([sys.executable, "-m", "ipmix_dali.train",
+                              *_synthetic_argv(out, "--synthetic-size", "40000")[1:]],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 180
+        while not (lock.exists() and lock.read_text()) and first.poll() is None:
+            assert time.monotonic() < deadline, "the first training never took the lock"
+            time.sleep(0.1)
+        assert first.poll() is None, first.stderr.read()
+        holder = json.loads(lock.read_text())
+        assert (holder["pid"], holder["host"]) == (first.pid, socket.gethostname())
+        _one_line_error(capsys, _synthetic_argv(out),
+                        f"{out} is in use by another training (pid {first.pid} on "
+                        f"{socket.gethostname()}, since {holder['started']}; lock {lock}): "
+                        f"wait for it to end, or train into another --out")
+    finally:
+        first.kill()  # SIGKILL: no cleanup, the lock file stays behind
+        first.wait()
+    assert json.loads(lock.read_text())["pid"] == first.pid
+    assert not list(out.glob("checkpoint_step*.pt"))  # killed within its first epoch
+    with caplog.at_level("WARNING", logger="ipmix_dali.train"):
+        assert train(_synthetic(out))["epochs"] == 1
+    assert (f"took over the lock {lock} of a training that is gone (pid {first.pid} on "
+            f"{socket.gethostname()}") in caplog.text
+    assert not lock.exists()  # a run that ends removes its lock

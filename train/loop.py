@@ -14,6 +14,7 @@ at each epoch end; SIGTERM/SIGINT save and return (exit status 128 + the signal)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +41,7 @@ from ipmix_dali.train.config import (
 )
 from ipmix_dali.train.losses import jsd_loss
 from ipmix_dali.train.metrics import EpochClock, StepLog, truncate_jsonl
+from ipmix_dali.train.runlock import run_lock
 from ipmix_dali.train.schedule import warmup_cosine
 
 __all__ = ["train", "train_one_epoch", "evaluate", "build_model", "build_loaders", "run_cli",
@@ -246,7 +248,9 @@ def train(cfg: TrainConfig) -> dict:
     cfg = validate_config(cfg)
     d = init_distributed(cfg.device)
     try:
-        return _train(cfg, d)
+        # rank 0 writes the run folder: it holds the lock (a second training is refused)
+        with run_lock(cfg.out) if d.main else contextlib.nullcontext():
+            return _train(cfg, d)
     finally:
         shutdown(d)
 
