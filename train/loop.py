@@ -247,12 +247,26 @@ def train(cfg: TrainConfig) -> dict:
 
     cfg = validate_config(cfg)
     d = init_distributed(cfg.device)
+    cfg = _elastic_resume(cfg, d)
     try:
         # rank 0 writes the run folder: it holds the lock (a second training is refused)
         with run_lock(cfg.out) if d.main else contextlib.nullcontext():
             return _train(cfg, d)
     finally:
         shutdown(d)
+
+
+def _elastic_resume(cfg: TrainConfig, d) -> TrainConfig:
+    """Under ``torchrun --max-restarts=N`` the workers of a restart (TORCHELASTIC_RESTART_COUNT
+    > 0) resume from the newest checkpoint that loads, whatever --resume says: the command line
+    is the first attempt's, and --resume none or PATH would start over or go back."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts <= 0 or cfg.resume == "auto":
+        return cfg
+    if d.main:
+        print(f"torchelastic restart {restarts}: --resume {cfg.resume} taken as --resume auto "
+              f"(the newest checkpoint in {cfg.out})", flush=True)
+    return dataclasses.replace(cfg, resume="auto")
 
 
 def _train(cfg: TrainConfig, d) -> dict:
