@@ -13,7 +13,8 @@ import numpy as np
 
 from .metrics import CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, corruption_errors
 
-__all__ = ["find_imagenet_c", "imagenet_c_cells", "summarise_c", "from_folders", "on_the_fly"]
+__all__ = ["find_imagenet_c", "unknown_imagenet_c_folders", "imagenet_c_cells", "summarise_c",
+           "from_folders", "on_the_fly"]
 
 
 def find_imagenet_c(root):
@@ -40,6 +41,25 @@ def find_imagenet_c(root):
         raise ValueError(f"{root} has no ImageNet-C corruption folders (e.g. gaussian_noise/1/, "
                          f"or noise/gaussian_noise/1/)")
     return cells
+
+
+def unknown_imagenet_c_folders(root):
+    """Folders of an ImageNet-C tree (and of its group folders) that are none of the 19
+    corruptions and no group, as ``group/name`` or ``name``: :func:`find_imagenet_c` leaves
+    them out, and the run says so."""
+    known = set(CORRUPTIONS) | set(EXTRA_CORRUPTIONS)
+    root = os.path.abspath(os.path.expanduser(root))
+    found = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not os.path.isdir(path) or name.startswith(".") or name in known:
+            continue
+        if name in GROUPS:
+            found += [f"{name}/{n}" for n in sorted(os.listdir(path)) if n not in known
+                      and not n.startswith(".") and os.path.isdir(os.path.join(path, n))]
+        else:
+            found.append(name)
+    return found
 
 
 def imagenet_c_cells(cfg) -> dict:
@@ -74,6 +94,11 @@ def from_folders(run) -> dict:
     preprocess = ({"resize": cfg.resize_side, "crop": cfg.crop} if cfg.pixmix_compat
                   else {"resize": None, "crop": cfg.crop})
     run.log(f"ImageNet-C ({run.protocol['imagenet_c']})")
+    ignored = unknown_imagenet_c_folders(cfg.imagenet_c)
+    if ignored:
+        run.log(f"ImageNet-C: ignored {len(ignored)} folder(s) of {cfg.imagenet_c} that are no "
+                f"ImageNet-C corruption: {', '.join(ignored)} (name a folder after one of the 19 "
+                f"corruptions to evaluate it)")
     table = {}
     for c, sev in run.cells.items():
         for s, folder in sev.items():
@@ -85,7 +110,12 @@ def from_folders(run) -> dict:
             r = run.evaluator.run(f"c/{c}/{s}", files, **preprocess,
                                   **cfg.normalisation("imagenet"))
             table.setdefault(c, {})[str(s)] = r.summary()
-    return summarise_c(table, run.results.get("clean", {}).get("error"))
+    extras = [c for c in table if c in EXTRA_CORRUPTIONS]
+    if extras:
+        run.log(f"ImageNet-C: evaluated as extras, not in the mCE: {', '.join(extras)}")
+    summary = summarise_c(table, run.results.get("clean", {}).get("error"))
+    summary["ignored_folders"] = ignored
+    return summary
 
 
 def on_the_fly(run) -> dict:

@@ -8,7 +8,7 @@ import torch
 
 log = logging.getLogger("ipmix_dali.eval")
 
-__all__ = ["load_model", "extract_state_dict", "load_fitting"]
+__all__ = ["load_model", "extract_state_dict", "load_fitting", "why_not_loadable"]
 
 
 def extract_state_dict(obj) -> dict:
@@ -48,6 +48,34 @@ def _is_pickle(path) -> bool:
         return False
 
 
+def why_not_loadable(path, exc: BaseException) -> str:
+    """Why ``torch.load(path)`` raised ``exc``, in one line: not a checkpoint at all (a text
+    file such as a metrics.jsonl, or neither a zip archive nor a pickle), a damaged or
+    truncated archive, or a pickle that ``weights_only`` refused. Never torch's own
+    paragraphs about ``weights_only``."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0]  # torch's first sentence; the rest is advice
+        kind = "damaged" if zipfile.is_zipfile(path) else "truncated or damaged"
+        return f"the file is a {kind} PyTorch checkpoint ({first})"
+    if "Weights only load failed" in str(exc) and _is_pickle(path):
+        return "weights_only=True refused it (it holds pickled objects besides tensors)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if head and text is not None and "\0" not in text:
+        line = text.strip().splitlines()[0][:60] if text.strip() else ""
+        return (f"the file is text, not a PyTorch checkpoint (it begins {line!r}): pass the .pt "
+                f"file a training wrote (checkpoint_last.pt, checkpoint_best.pt)")
+    return ("the file is not a PyTorch checkpoint (neither a zip archive nor a pickle): it is "
+            "damaged or another kind of file")
+
+
 def load_model(path, arch: str = "resnet50", num_classes: int = 1000,
                unsafe_pickle: bool = False):
     """A torchvision ``arch`` with the weights of ``path``, in eval mode.
@@ -68,13 +96,13 @@ def load_model(path, arch: str = "resnet50", num_classes: int = 1000,
         # --unsafe-pickle helps only with a real pickle that weights_only refused (it holds
         # objects other than tensors); not with a damaged or non-checkpoint file.
         refused = "Weights only load failed" in str(exc) and _is_pickle(path)
+        if not refused:
+            raise ValueError(f"cannot load checkpoint {path}: "
+                             f"{why_not_loadable(path, exc)}") from None
         hint = ("; it holds pickled objects besides tensors: if you trust the file, pass "
-                "--unsafe-pickle" if refused and not unsafe_pickle else
-                "" if refused else ": the file is damaged or not a PyTorch checkpoint")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if refused:
-            first = "weights_only=True refused it"
-        raise ValueError(f"cannot load checkpoint {path}: {first}{hint}") from None
+                "--unsafe-pickle" if not unsafe_pickle else "")
+        raise ValueError(f"cannot load checkpoint {path}: weights_only=True refused it"
+                         f"{hint}") from None
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     load_fitting(model, extract_state_dict(obj), f"checkpoint {path}", arch, num_classes)
     return model.eval()

@@ -66,6 +66,9 @@ def report_markdown(r) -> str:
             lines.append(f"Missing standard corruptions (no mCE): {', '.join(ic['missing'])}.")
         if "extra_mean_ce" in ic:
             lines.append(f"Extra corruptions, mean CE (not in mCE): {_fmt(ic['extra_mean_ce'])} %.")
+        if ic.get("ignored_folders"):
+            lines.append(f"Ignored folders (no ImageNet-C corruption, not evaluated): "
+                         f"{', '.join(ic['ignored_folders'])}.")
         lines.append("")
     rows = []
     for name, label in (("imagenet_r", "ImageNet-R"), ("imagenet_a", "ImageNet-A")):

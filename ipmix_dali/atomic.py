@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_path", "write_json", "fsync_dir", "DiskFullError",
-           "is_disk_full", "cache_root"]
+           "is_disk_full", "cache_root", "check_writable"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -28,6 +28,37 @@ def cache_root() -> Path:
     root = os.environ.get("IPMIX_DALI_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ipmix-dali")
     return Path(root)
+
+
+def check_writable(folder, flag: str = "--out") -> None:
+    """One ValueError naming ``flag`` when files cannot be created in ``folder`` (a folder still
+    to be made: in its nearest existing parent). Probed by creating and removing an empty file,
+    which also finds read-only mounts and ACLs that the permission bits do not show."""
+    import stat
+
+    folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    probe = folder
+    while True:
+        try:
+            mode = os.stat(probe).st_mode
+            break
+        except FileNotFoundError:
+            if os.path.dirname(probe) == probe:
+                raise
+            probe = os.path.dirname(probe)
+        except OSError as exc:  # a parent that cannot even be searched
+            raise ValueError(f"{flag} {folder}: cannot reach {probe} ({exc.strerror}): choose "
+                             f"a folder you can write, or fix its permissions") from None
+    if not stat.S_ISDIR(mode):
+        raise ValueError(f"{flag} {folder}: {probe} is a file, not a folder: pass a folder path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-check-")
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as exc:
+        where = "" if probe == folder else f" (it would be created in {probe})"
+        raise ValueError(f"{flag} {folder}: cannot write there{where}: {exc.strerror}: choose "
+                         f"a folder you can write, or fix its permissions") from None
 
 
 class DiskFullError(OSError):

@@ -123,6 +123,10 @@ def _run_make_shards(args) -> int:
     print(f"{m['samples']} samples of {len(m['classes'])} classes in {len(m['shards'])} shards "
           f"({m['written_shards']} written, {m['kept_shards']} kept, {len(m['skipped'])} bad "
           f"files left out) in {args.out}")
+    if m["rewritten_shards"]:
+        print(f"rewrote {len(m['rewritten_shards'])} damaged shard(s) (first: "
+              f"{m['rewritten_shards'][0]}): they were shorter than their index or did not "
+              f"match it")
     return 0
 
 

@@ -29,7 +29,8 @@ from typing import List, Optional
 from .atomic import atomic_path, write_json
 from .datasets import MAX_IMAGE_PIXELS, FileList
 
-__all__ = ["ShardSet", "make_shards", "load_shards", "is_shard_set", "open_split", "FORMAT"]
+__all__ = ["ShardSet", "make_shards", "load_shards", "check_shard", "is_shard_set", "open_split",
+           "FORMAT"]
 
 FORMAT = 1
 MANIFEST = "dataset.json"
@@ -56,13 +57,15 @@ def open_split(folder, skip_bad_files: bool = False,
     from .datasets import scan_image_folder
 
     if is_shard_set(folder):
-        return load_shards(folder)
+        return load_shards(folder, skip_bad_files=skip_bad_files)
     return scan_image_folder(folder, skip_bad_files=skip_bad_files, max_pixels=max_pixels)
 
 
-def load_shards(folder) -> ShardSet:
+def load_shards(folder, skip_bad_files: bool = False) -> ShardSet:
     """The shard set in ``folder`` (written by :func:`make_shards`), checked: every shard and
-    index is there."""
+    index is there, and every tar is as long as its index says (:func:`check_shard`). A
+    truncated shard is one ValueError naming it, or with ``skip_bad_files`` its broken tail is
+    left out (the samples listed in ``skipped``; the reader gets an index of the intact ones)."""
     folder = Path(folder).expanduser().resolve()
     try:
         meta = json.loads((folder / MANIFEST).read_text())
@@ -78,8 +81,110 @@ def load_shards(folder) -> ShardSet:
     if missing:
         raise ValueError(f"{folder}: {len(missing)} shard file(s) missing, first {missing[0]}: "
                          f"run `ipmix-dali make-shards` into it again (it resumes)")
-    return ShardSet(meta["sources"], meta["labels"], meta["classes"],
-                    [tuple(s) for s in meta["skipped"]], str(folder), tars, indexes)
+    shards = ShardSet(meta["sources"], meta["labels"], meta["classes"],
+                      [tuple(s) for s in meta["skipped"]], str(folder), tars, indexes)
+    damaged = [(k, *check_shard(t, i)) for k, (t, i) in enumerate(zip(tars, indexes))]
+    damaged = [(k, intact, reason) for k, intact, reason in damaged if reason is not None]
+    if damaged and not skip_bad_files:
+        k, intact, reason = damaged[0]
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise ValueError(f"shard {tars[k]} is damaged{more}: {reason}: run `ipmix-dali "
+                         f"make-shards --src {meta['source']} --out {folder}` again (it rewrites "
+                         f"damaged shards and keeps the rest), or pass --skip-bad-files to leave "
+                         f"the broken tail out")
+    if damaged:
+        shards = _without_broken_tails(shards, meta["shard_size"], damaged)
+    return shards
+
+
+def _read_index(idx_path):
+    """The samples of a DALI index v1.2: per sample, [(name, offset, size)] of its members."""
+    with open(idx_path) as f:
+        head, *lines = f.read().splitlines()
+    version, count = head.split()
+    if version != "v1.2" or int(count) != len(lines):
+        raise ValueError(f"header {head!r} does not match its {len(lines)} lines")
+    samples = []
+    for line in lines:
+        fields = line.split()
+        samples.append([(fields[i + 3], int(fields[i + 1]), int(fields[i + 2]))
+                        for i in range(0, len(fields), 4)])
+    return samples
+
+
+def _member_header_matches(f, name, offset, size) -> bool:
+    """Whether the USTAR header before ``offset`` names ``name`` with ``size`` bytes."""
+    f.seek(offset - tarfile.BLOCKSIZE)
+    header = f.read(tarfile.BLOCKSIZE)
+    if len(header) < tarfile.BLOCKSIZE:
+        return False
+    stored = header[:100].rstrip(b"\0").decode("utf-8", "replace")
+    try:
+        stored_size = int(header[124:136].rstrip(b"\0 ").decode() or "0", 8)
+    except ValueError:
+        return False
+    return stored == name and stored_size == size
+
+
+def check_shard(tar_path, idx_path, headers: bool = False):
+    """``(intact, reason)``: how many samples from the start of the tar are whole, and None or
+    why the shard is damaged: a tar shorter than its index says (an interrupted copy, a disk
+    fault), an unreadable index, or (``headers``: each member's header read back) a member
+    whose header does not match its index entry."""
+    try:
+        samples = _read_index(idx_path)
+    except (OSError, ValueError, IndexError) as exc:
+        return 0, f"its index {idx_path} is unreadable ({exc})"
+    tar_bytes = os.path.getsize(tar_path)
+    with open(tar_path, "rb") as f:
+        for n, members in enumerate(samples):
+            end = max(offset + size for _, offset, size in members)
+            if end > tar_bytes:
+                need = max(o + z for m in samples for _, o, z in m)
+                return n, (f"{tar_bytes:,} bytes, its index needs at least {need:,} (truncated; "
+                           f"{len(samples) - n} of {len(samples)} samples are cut off)")
+            if headers and not all(_member_header_matches(f, *m) for m in members):
+                return n, (f"the tar header of sample {n} does not match its index "
+                           f"({len(samples) - n} of {len(samples)} samples unreadable)")
+    return len(samples), None
+
+
+def _without_broken_tails(shards: ShardSet, shard_size: int, damaged) -> ShardSet:
+    """``shards`` without the samples after each damaged shard's intact start: those are
+    listed as skipped, and the reader gets an index of the intact samples only (written under
+    the cache folder; the shard set is not changed)."""
+    import hashlib
+    import logging
+
+    from .atomic import atomic_write, cache_root
+
+    drop, skipped = set(), list(shards.skipped)
+    tars, indexes = list(shards.tars), list(shards.indexes)
+    for k, intact, reason in damaged:
+        first = k * shard_size
+        part = range(first + intact, min(first + shard_size, len(shards.files)))
+        drop.update(part)
+        skipped += [(shards.files[i], f"in the broken tail of {tars[k]}") for i in part]
+        if intact == 0:
+            tars[k] = indexes[k] = None
+            continue
+        with open(indexes[k]) as f:
+            lines = f.read().splitlines()[1:1 + intact]
+        st = os.stat(tars[k])
+        key = hashlib.sha256(f"{tars[k]}:{st.st_size}:{st.st_mtime_ns}:{intact}".encode())
+        indexes[k] = str(cache_root() / "shard-indexes" / f"{key.hexdigest()[:24]}.idx")
+        with atomic_write(indexes[k], "w") as f:
+            f.write(f"v1.2 {intact}\n" + "\n".join(lines) + "\n")
+    keep = [i for i in range(len(shards.files)) if i not in drop]
+    if not keep:
+        raise ValueError(f"{shards.source}: every shard is damaged: run `ipmix-dali make-shards` "
+                         f"into it again (it rewrites damaged shards)")
+    logging.getLogger("ipmix_dali.shards").warning(
+        "%d damaged shard(s) in %s: left out %d samples of their broken tails (first: %s)",
+        len(damaged), shards.source, len(drop), tars[damaged[0][0]] or shards.tars[damaged[0][0]])
+    return ShardSet([shards.files[i] for i in keep], [shards.labels[i] for i in keep],
+                    shards.classes, skipped, shards.source,
+                    [t for t in tars if t is not None], [i for i in indexes if i is not None])
 
 
 def _index_line(members) -> str:
@@ -150,15 +255,28 @@ def make_shards(src, out, shard_size: int = 1000, skip_bad_files: bool = False,
     manifest = {**settings, "classes": files.classes, "shards": names, "labels": labels,
                 "sources": sources, "skipped": [list(s) for s in skipped], "complete": False}
     write_json(manifest_path, manifest)  # first, so an interrupted run resumes only as itself
-    written = 0
+    written, rewritten = 0, []
     for k, name in enumerate(tqdm(names, desc="make-shards", unit="shard",
                                   disable=not progress)):
         path = str(out / name)
         if os.path.exists(path) and os.path.exists(path[:-4] + ".idx"):
-            continue
+            if check_shard(path, path[:-4] + ".idx", headers=True)[1] is None:
+                continue
+            rewritten.append(path)  # a truncated copy or a disk fault: written again
         part = range(k * shard_size, min((k + 1) * shard_size, len(sources)))
         _write_shard(path, [(f"{i:08d}", sources[i], labels[i]) for i in part])
+        _verify_written(path)
         written += 1
     manifest["complete"] = True
     write_json(manifest_path, manifest)
-    return {**manifest, "written_shards": written, "kept_shards": len(names) - written}
+    return {**manifest, "written_shards": written, "kept_shards": len(names) - written,
+            "rewritten_shards": rewritten}
+
+
+def _verify_written(path) -> None:
+    """Read a shard just written back against its index (sizes, member headers)."""
+    reason = check_shard(path, path[:-4] + ".idx", headers=True)[1]
+    if reason is not None:
+        raise ValueError(f"shard {path} reads back damaged right after writing it ({reason}): "
+                      f"the disk or file system lost data; check it, then rerun make-shards "
+                      f"(it resumes)")

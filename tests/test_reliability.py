@@ -43,12 +43,22 @@ def _one_line_error(capsys, argv, *fragments, code=2):
 def test_signal_stops_training_and_restores_the_handlers(tmp_path):
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     cfg = _synthetic(tmp_path / "run", synthetic_size=400, epochs=3)
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
+    done = threading.Event()
+
+    def term_once_training():  # not a fixed delay: imports alone may take seconds on a busy machine
+        while signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]:
+            if done.wait(0.01):
+                return
+        if not done.wait(1.0):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=term_once_training, daemon=True)
+    killer.start()
     try:
         summary = train(cfg)
     finally:
-        timer.cancel()
+        done.set()
+        killer.join()
     assert summary["stopped"]["signal"] == "SIGTERM" and summary["stopped"]["exit_code"] == 143
     step = summary["stopped"]["step"]
     assert (tmp_path / "run" / f"checkpoint_step{step:09d}.pt").exists()
@@ -320,3 +330,187 @@ def test_train_cli_exit_codes(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ipmix_dali.train", "--data", "synthetic",
                           "--epochs", "0"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().endswith("--epochs must be >= 1, got 0")
+
+
+# --- round 2 (issue 22) --------------------------------------------------------------------
+@pytest.fixture
+def small_tree(tmp_path):
+    """train/ of 2 x 12 JPEGs and val/ of 2 x 2, 40 px."""
+    write_jpeg_tree(tmp_path / "d" / "train", classes=2, per_class=12, size=(40, 40))
+    write_jpeg_tree(tmp_path / "d" / "val", classes=2, per_class=2, size=(40, 40))
+    return tmp_path / "d"
+
+
+def _tree_argv(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--arch", "resnet18", "--method",
+            "none", "--image-size", "32", "--val-resize", "32", "--epochs", "1", "--threads",
+            "1", "--no-tensorboard", *extra]
+
+
+# 2: a batch larger than the training set
+def test_batch_larger_than_the_training_set_is_refused_or_partial(small_tree, tmp_path, capsys):
+    _one_line_error(capsys, _tree_argv(small_tree, tmp_path / "o", "--batch-size", "64"),
+                    "--batch-size 64 > 24 training images per process in",
+                    "lower --batch-size to at most 24", "--no-drop-last")
+    assert not (tmp_path / "o").exists()  # refused before any work
+    summary = train(TrainConfig(data=str(small_tree), out=str(tmp_path / "p"), arch="resnet18",
+                                method="none", batch_size=64, image_size=32, val_resize=32,
+                                epochs=1, threads=1, tensorboard=False, drop_last=False))
+    assert summary["steps"] == 1 and summary["val_samples"] == 4  # one batch of all 24
+    lines = (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["epoch"] == 0
+
+
+# 3: --resume to a damaged checkpoint; --resume auto's fallback says what is redone
+def _synthetic_argv(out, *extra):
+    return ["train", "--data", "synthetic", "--out", str(out), "--arch", "resnet18", "--method",
+            "none", "--num-classes", "4", "--synthetic-size", "16", "--batch-size", "8",
+            "--image-size", "32", "--val-resize", "32", "--epochs", "2", "--threads", "1",
+            "--no-tensorboard", "--log-every", "1", "--norm", "group", *extra]
+
+
+def test_resume_from_a_damaged_checkpoint_names_the_intact_one(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(_synthetic(out, epochs=2))["steps"] == 4  # checkpoints at steps 2 and 4
+    newest, intact = out / "checkpoint_step000000004.pt", out / "checkpoint_step000000002.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[:len(data) // 2])  # a copy that stopped half-way
+    _one_line_error(capsys, _synthetic_argv(out, "--resume", str(newest)),
+                    f"--resume {newest} does not load: the file is a truncated or damaged "
+                    f"PyTorch checkpoint (PytorchStreamReader failed reading zip archive",
+                    f"the intact checkpoint next to it is {intact}: pass --resume {intact}")
+    _one_line_error(capsys, _synthetic_argv(out, "--resume", str(out / "checkpoint_last.pt")),
+                    "checkpoint_last.pt does not load",  # the link to the damaged file
+                    f"the intact checkpoint next to it is {intact}")
+    noise = tmp_path / "alone" / "random.pt"
+    noise.parent.mkdir()
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    _one_line_error(capsys, _synthetic_argv(tmp_path / "o2", "--resume", str(noise)),
+                    "the file is not a PyTorch checkpoint (neither a zip archive nor a pickle)",
+                    "no intact checkpoint is next to it: pass --resume none to start over")
+
+    capsys.readouterr()
+    assert main(_synthetic_argv(out)) == 0  # --resume auto falls back, and says so
+    text = capsys.readouterr().out
+    assert (f"resumed from {intact} at epoch 1, step 2 (the newer checkpoint_step000000004.pt "
+            f"did not load: the steps after 2 are trained again)") in text
+    assert torch.load(newest, weights_only=True)["step"] == 4  # written again, whole
+
+    for name in ("checkpoint_step000000002.pt", "checkpoint_step000000004.pt"):
+        (out / name).write_bytes(b"\0" * 100)
+    _one_line_error(capsys, _synthetic_argv(out, "--epochs", "3", "--allow-config-change"),
+                    f"--resume auto: none of the 2 checkpoints in {out} loads",
+                    "--resume none to start over")
+    assert (out / "metrics.jsonl").exists()  # not deleted by a silent start from scratch
+
+
+# 5: eval --checkpoint on a file that is not a checkpoint
+def test_eval_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 2.3}\n{"step": 2, "loss": 2.1}\n')
+    err = _one_line_error(capsys, ["eval", "--checkpoint", str(metrics), "--arch", "resnet18",
+                                   "--num-classes", "4", "--imagenet-val", str(tmp_path),
+                                   "--out", str(tmp_path / "ev"), "--device", "cpu"],
+                          f"cannot load checkpoint {metrics}: the file is text, not a PyTorch "
+                          f"checkpoint (it begins '{{\"step\": 1, \"loss\": 2.3}}')",
+                          "pass the .pt file a training wrote")
+    assert "weights_only" not in err and "--unsafe-pickle" not in err and "2.6" not in err
+
+
+# 4: an --out that cannot be written
+def test_output_dir_that_cannot_be_written_is_refused_first(capsys):
+    import tempfile
+
+    import torchvision  # noqa: F401 - imported before the user changes (user nobody may not read it)
+
+    base = tempfile.mkdtemp(prefix="ipmix-ro-")
+    for name in ("parent", "run"):
+        os.mkdir(os.path.join(base, name), 0o555)  # read-only for everybody but root
+    os.chmod(base, 0o755)
+    try:
+        root = os.geteuid() == 0
+        if root:  # root writes anywhere: try as user nobody
+            os.setegid(65534)
+            os.seteuid(65534)
+        try:
+            new = os.path.join(base, "parent", "r1")
+            _one_line_error(capsys, _synthetic_argv(new),
+                            f"--out {new}: cannot write there (it would be created in "
+                            f"{base}/parent): Permission denied")
+            _one_line_error(capsys, _synthetic_argv(os.path.join(base, "run"), "--output-dir",
+                                                    os.path.join(base, "run")),
+                            f"--out {base}/run: cannot write there: Permission denied",
+                            "choose a folder you can write")
+        finally:
+            if root:
+                os.seteuid(0)
+                os.setegid(0)
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
+
+
+# 6: a folder in an ImageNet-C tree that is no corruption
+def test_unknown_imagenet_c_folders_are_named_on_screen_and_in_the_report(tmp_path):
+    from ipmix_dali.eval.evaluate import EvalConfig, evaluate
+
+    root = tmp_path / "c"
+    for cell in ("gaussian_noise", "spatter", "my_blur", "noise/fancy_noise"):
+        for s in range(1, 6):
+            write_jpeg_tree(root / cell / str(s), classes=2, per_class=2, size=(32, 32), seed=s)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, 2)).eval()
+    logs = []
+    res = evaluate(EvalConfig("tiny", tmp_path / "ev", arch="tiny", num_classes=2,
+                              imagenet_c=root, crop=32, batch_size=4, threads=1, device="cpu"),
+                   model=model, log=logs.append)
+    ic = res["imagenet_c"]
+    assert set(ic["per_corruption"]) == {"gaussian_noise", "spatter"}
+    assert ic["ignored_folders"] == ["my_blur", "noise/fancy_noise"]
+    assert (f"ImageNet-C: ignored 2 folder(s) of {root} that are no ImageNet-C corruption: "
+            f"my_blur, noise/fancy_noise (name a folder after one of the 19 corruptions to "
+            f"evaluate it)") in logs
+    assert "ImageNet-C: evaluated as extras, not in the mCE: spatter" in logs
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert ("Ignored folders (no ImageNet-C corruption, not evaluated): my_blur, "
+            "noise/fancy_noise.") in report
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert saved["imagenet_c"]["ignored_folders"] == ["my_blur", "noise/fancy_noise"]
+
+
+# 7: two trainings into one --out
+def test_second_training_into_a_busy_out_is_refused_and_a_stale_lock_taken_over(
+        tmp_path, capsys, caplog):
+    import socket
+    import time
+
+    out = tmp_path / "run"
+    lock = out / "train.lock"
+    first = subprocess.Popen([sys.executable, "-m", "ipmix_dali.train",
+                              *_synthetic_argv(out, "--synthetic-size", "40000")[1:]],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 180
+        while not (lock.exists() and lock.read_text()) and first.poll() is None:
+            assert time.monotonic() < deadline, "the first training never took the lock"
+            time.sleep(0.1)
+        assert first.poll() is None, first.stderr.read()
+        holder = json.loads(lock.read_text())
+        assert (holder["pid"], holder["host"]) == (first.pid, socket.gethostname())
+        _one_line_error(capsys, _synthetic_argv(out),
+                        f"{out} is in use by another training (pid {first.pid} on "
+                        f"{socket.gethostname()}, since {holder['started']}; lock {lock}): "
+                        f"wait for it to end, or train into another --out")
+    finally:
+        first.kill()  # SIGKILL: no cleanup, the lock file stays behind
+        first.wait()
+    assert json.loads(lock.read_text())["pid"] == first.pid
+    assert not list(out.glob("checkpoint_step*.pt"))  # killed within its first epoch
+    with caplog.at_level("WARNING", logger="ipmix_dali.train"):
+        assert train(_synthetic(out))["epochs"] == 1
+    assert (f"took over the lock {lock} of a training that is gone (pid {first.pid} on "
+            f"{socket.gethostname()}") in caplog.text
+    assert not lock.exists()  # a run that ends removes its lock

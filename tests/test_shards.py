@@ -2,6 +2,7 @@
 reads them sharded per rank with exact resume; the trainer trains from them; bad samples are
 named or left out."""
 import json
+import os
 import tarfile
 from collections import Counter
 
@@ -104,3 +105,68 @@ def test_bad_files_are_named_or_left_out(tmp_path, monkeypatch, spoil_jpeg):
     assert again["kept_shards"] == 3 and again["written_shards"] == 0  # resumed, nothing redone
     with pytest.raises(ValueError, match="other settings"):
         make_shards(src, tmp_path / "b", shard_size=4, skip_bad_files=True, progress=False)
+
+
+@pytest.fixture
+def cut_shards(tmp_path):
+    """24 JPEGs as 3 shards of 10, 10 and 4; shard 1 cut to half its bytes (a copy that
+    stopped), val/ a folder. Returns (data folder, shard 1's path, its original bytes)."""
+    from ipmix_dali.tools.samples import write_jpeg_tree
+
+    write_jpeg_tree(tmp_path / "src", classes=2, per_class=12, size=(40, 40))
+    write_jpeg_tree(tmp_path / "d" / "val", classes=2, per_class=2, size=(40, 40))
+    make_shards(tmp_path / "src", tmp_path / "d" / "train", shard_size=10, progress=False)
+    cut = tmp_path / "d" / "train" / "shard-000001.tar"
+    original = cut.read_bytes()
+    cut.write_bytes(original[:len(original) // 2])
+    return tmp_path / "d", cut, original
+
+
+def test_truncated_shard_is_named_or_its_tail_left_out(cut_shards, tmp_path, capsys,
+                                                       monkeypatch):
+    monkeypatch.setenv("IPMIX_DALI_CACHE", str(tmp_path / "cache"))
+    data, cut, original = cut_shards
+    with pytest.raises(ValueError) as info:
+        load_shards(data / "train")
+    assert str(info.value).startswith(
+        f"shard {cut} is damaged: 25,600 bytes, its index needs at least 40,964 (truncated; "
+        f"4 of 10 samples are cut off): run `ipmix-dali make-shards --src {tmp_path / 'src'} "
+        f"--out {data / 'train'}` again")
+    capsys.readouterr()
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--arch", "resnet18",
+            "--method", "none", "--batch-size", "4", "--image-size", "32", "--val-resize", "32",
+            "--epochs", "1", "--threads", "1", "--no-tensorboard"]
+    assert main(argv) == 2  # DALI's reader raised a RuntimeError traceback mid-epoch
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"shard {cut} is damaged" in err, err
+
+    shards = load_shards(data / "train", skip_bad_files=True)
+    assert len(shards) == 20 and len(shards.skipped) == 4
+    sources = json.loads((data / "train" / "dataset.json").read_text())["sources"]
+    assert [p for p, _ in shards.skipped] == sources[16:20]  # the tail of shard 1
+    assert shards.files == sources[:16] + sources[20:]
+    loader = train_loader(shards, make_config("none", "cifar", image_size=32), batch_size=4)
+    labels = torch.cat([lab for _, lab in loader]).tolist()
+    assert Counter(labels) == Counter(shards.labels)  # every intact sample once, nothing else
+    assert main([*argv, "--skip-bad-files"]) == 0
+
+    m = make_shards(tmp_path / "src", data / "train", shard_size=10, progress=False)
+    assert m["rewritten_shards"] == [str(cut)] and (m["written_shards"], m["kept_shards"]) == (1, 2)
+    assert cut.read_bytes() == original and len(load_shards(data / "train")) == 24
+
+
+def test_make_shards_verifies_what_it_wrote(tmp_path, monkeypatch):
+    from ipmix_dali import shards as shards_module
+    from ipmix_dali.tools.samples import write_jpeg_tree
+
+    write_jpeg_tree(tmp_path / "src", classes=2, per_class=3, size=(40, 40))
+    write = shards_module._write_shard
+
+    def lossy_write(path, samples):  # a file system that drops the end of a write
+        write(path, samples)
+        os.truncate(path, 3000)
+
+    monkeypatch.setattr(shards_module, "_write_shard", lossy_write)
+    with pytest.raises(ValueError, match=r"shard-000000\.tar reads back damaged right after "
+                                         r"writing it \(3,000 bytes"):
+        make_shards(tmp_path / "src", tmp_path / "out", shard_size=4, progress=False)

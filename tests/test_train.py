@@ -1,4 +1,5 @@
 """The trainer: JSD loss and schedule values, and a run killed with SIGKILL that resumes exactly."""
+import dataclasses
 import json
 import math
 import os
@@ -223,3 +224,27 @@ def test_aug_options_reach_the_method_config():
         parse_aug_options("k3")
     with pytest.raises(ValueError, match="no option"):
         make_config("ipmix", "imagenet", **parse_aug_options("depth=3"))
+
+
+
+def test_torchelastic_restart_implies_resume_auto(tmp_path, monkeypatch, capsys):
+    """A worker of a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) resumes from the newest
+    checkpoint although its command line, the first attempt's, says --resume none."""
+    from ipmix_dali.train.config import TrainConfig
+    from ipmix_dali.train.loop import train
+
+    cfg = TrainConfig(data="synthetic", out=str(tmp_path / "run"), arch="resnet18",
+                      method="none", num_classes=4, synthetic_size=16, batch_size=8,
+                      image_size=32, val_resize=32, threads=1, tensorboard=False,
+                      norm="group", resume="none")
+    assert train(dataclasses.replace(cfg, epochs=1))["steps"] == 2
+    capsys.readouterr()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    summary = train(dataclasses.replace(cfg, epochs=2, allow_config_change=True))
+    text = capsys.readouterr().out
+    assert "torchelastic restart 1: --resume none taken as --resume auto" in text
+    assert f"resumed from {tmp_path / 'run' / 'checkpoint_step000000002.pt'} at epoch 1" in text
+    assert summary["steps"] == 4
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "run" / "metrics.jsonl")
+             if "loss" in line]
+    assert steps == [1, 2, 3, 4]  # epoch 0 kept, not trained again

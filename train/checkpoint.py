@@ -76,6 +76,38 @@ def list_checkpoints(folder):
     return sorted(found, key=lambda p: int(_PATTERN.search(p).group(1)))
 
 
+def load_resume_file(path):
+    """The state of ``--resume PATH``, or one ValueError naming the file, why it does not load,
+    and the intact checkpoint next to it (the newest one that loads) to resume from instead."""
+    from ipmix_dali.eval.load_model import why_not_loadable
+
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume {path}: no such file: pass a checkpoint file, 'auto' (the "
+                         f"newest in --out that loads) or 'none'")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: named with what to use instead
+        reason = why_not_loadable(path, exc)
+    damaged = os.path.realpath(path)
+    intact = None
+    for other in reversed(list_checkpoints(os.path.dirname(os.path.abspath(path)))):
+        if os.path.realpath(other) != damaged and _loads(other):
+            intact = other
+            break
+    instead = (f"the intact checkpoint next to it is {intact}: pass --resume {intact} (or "
+               f"--resume auto, the newest that loads)" if intact else
+               "no intact checkpoint is next to it: pass --resume none to start over")
+    raise ValueError(f"--resume {path} does not load: {reason}; {instead}")
+
+
+def _loads(path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception:  # noqa: BLE001 - any failure: not intact
+        return False
+
+
 def load_latest(folder):
     """(path, state) of the newest checkpoint that loads, or (None, None). A file that does not
     load (a crash while copying it elsewhere, a disk fault) is named in a warning and skipped."""
@@ -83,5 +115,14 @@ def load_latest(folder):
         try:
             return path, torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file: fall back to an older one
-            log.warning("checkpoint %s does not load (%s): trying an older one", path, exc)
+            from ipmix_dali.eval.load_model import why_not_loadable
+
+            log.warning("checkpoint %s does not load (%s): falling back to an older one",
+                        path, why_not_loadable(path, exc))
     return None, None
+
+
+def newer_than(folder, step: int):
+    """Checkpoints in ``folder`` of steps after ``step`` (after a fallback: those that did not
+    load)."""
+    return [p for p in list_checkpoints(folder) if int(_PATTERN.search(p).group(1)) > step]

@@ -215,6 +215,9 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         from ipmix_dali.device import require_gpu
 
         require_gpu()
+    from ipmix_dali.atomic import check_writable
+
+    check_writable(cfg.out, "--out")  # not a PermissionError after the data checks
     return cfg
 
 

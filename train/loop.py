@@ -14,6 +14,7 @@ at each epoch end; SIGTERM/SIGINT save and return (exit status 128 + the signal)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,7 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from ipmix_dali.atomic import DiskFullError, write_json
-from ipmix_dali.train.checkpoint import load_latest, save_checkpoint
+from ipmix_dali.train.checkpoint import (
+    list_checkpoints,
+    load_latest,
+    load_resume_file,
+    newer_than,
+    save_checkpoint,
+)
 from ipmix_dali.train.config import (
     TrainConfig,
     augmentation_config,
@@ -34,6 +41,7 @@ from ipmix_dali.train.config import (
 )
 from ipmix_dali.train.losses import jsd_loss
 from ipmix_dali.train.metrics import EpochClock, StepLog, truncate_jsonl
+from ipmix_dali.train.runlock import run_lock
 from ipmix_dali.train.schedule import warmup_cosine
 
 __all__ = ["train", "train_one_epoch", "evaluate", "build_model", "build_loaders",
@@ -78,17 +86,28 @@ def build_loaders(cfg: TrainConfig, d, device):
     # they are channels_last tensors already (no conversion copy), and half the bytes.
     fast = dict(dtype="float16", layout="NHWC") if cfg.device == "gpu" and cfg.channels_last \
         and cfg.amp != "none" else {}
+    if cfg.drop_last:
+        _check_one_batch(train_files, cfg.batch_size, d.world)
     loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank, seed=cfg.seed,
                           jsd_output="concat",
                           last_batch_policy="drop" if cfg.drop_last else "partial", **shard,
                           **fast)
-    if len(loader) == 0:
-        raise ValueError(f"{train_files.source}: {loader.samples_per_epoch} training images per "
-                         f"process, fewer than one batch of {cfg.batch_size}: lower "
-                         f"--batch-size, or pass --no-drop-last to train on the partial batch")
     val = val_loader(val_files, batch_size=cfg.batch_size, resize=cfg.val_resize,
                      crop=cfg.image_size, mean=aug.mean, std=aug.std, **shard)
     return loader, val, train_files.num_classes
+
+
+def _check_one_batch(files, batch_size: int, world: int) -> None:
+    """With --drop-last every process needs one full batch: DALI's iterator refuses a shard
+    smaller than the batch ("no data in the pipeline"), so refuse it first, with the numbers."""
+    n = len(files)
+    smallest = min(((i + 1) * n) // world - (i * n) // world for i in range(world))
+    if smallest < batch_size:
+        spread = f" ({n} over {world} processes)" if world > 1 else ""
+        raise ValueError(f"--batch-size {batch_size} > {smallest} training images per process in "
+                         f"{files.source}{spread} with --drop-last (an epoch would have no step): "
+                         f"lower --batch-size to at most {smallest}, or pass --no-drop-last to "
+                         f"train on the partial batch")
 
 
 def build_model(cfg: TrainConfig, num_classes: int):
@@ -238,10 +257,26 @@ def train(cfg: TrainConfig) -> dict:
 
     cfg = validate_config(cfg)
     d = init_distributed(cfg.device)
+    cfg = _elastic_resume(cfg, d)
     try:
-        return _train(cfg, d)
+        # rank 0 writes the run folder: it holds the lock (a second training is refused)
+        with run_lock(cfg.out) if d.main else contextlib.nullcontext():
+            return _train(cfg, d)
     finally:
         shutdown(d)
+
+
+def _elastic_resume(cfg: TrainConfig, d) -> TrainConfig:
+    """Under ``torchrun --max-restarts=N`` the workers of a restart (TORCHELASTIC_RESTART_COUNT
+    > 0) resume from the newest checkpoint that loads, whatever --resume says: the command line
+    is the first attempt's, and --resume none or PATH would start over or go back."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts <= 0 or cfg.resume == "auto":
+        return cfg
+    if d.main:
+        print(f"torchelastic restart {restarts}: --resume {cfg.resume} taken as --resume auto "
+              f"(the newest checkpoint in {cfg.out})", flush=True)
+    return dataclasses.replace(cfg, resume="auto")
 
 
 def _train(cfg: TrainConfig, d) -> dict:
@@ -282,8 +317,12 @@ def _train(cfg: TrainConfig, d) -> dict:
     path, state = None, None
     if cfg.resume == "auto":
         path, state = load_latest(cfg.out)
+        if state is None and list_checkpoints(cfg.out):
+            raise ValueError(f"--resume auto: none of the {len(list_checkpoints(cfg.out))} "
+                             f"checkpoints in {cfg.out} loads (damaged): pass --resume none to "
+                             f"start over (its metrics.jsonl is replaced), or --out NEW")
     elif cfg.resume not in ("none", ""):
-        path, state = cfg.resume, torch.load(cfg.resume, map_location="cpu", weights_only=True)
+        path, state = cfg.resume, load_resume_file(cfg.resume)
     if state is not None:
         _check_resumable(cfg, path, state, d.world)
         if state["epoch"] >= cfg.epochs:
@@ -297,7 +336,11 @@ def _train(cfg: TrainConfig, d) -> dict:
         step, epoch = state["step"], state["epoch"]
         if d.main:
             truncate_jsonl(metrics_path, step)
-            print(f"resumed from {path} at epoch {epoch}, step {step}", flush=True)
+            redone = newer_than(cfg.out, step) if cfg.resume == "auto" else []
+            print(f"resumed from {path} at epoch {epoch}, step {step}"
+                  + (f" (the newer {', '.join(os.path.basename(p) for p in redone)} did not "
+                     f"load: the steps after {step} are trained again)" if redone else ""),
+                  flush=True)
     elif d.main and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
