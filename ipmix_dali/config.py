@@ -17,10 +17,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.5, 0.5, 0.5)
 CIFAR_STD = (0.5, 0.5, 0.5)
 
-METHODS = ("none", "augmix", "pixmix", "ipmix", "layermix")
-# The methods that blend in mixing pictures (they need a mixing set).
-MIXING_METHODS = ("pixmix", "ipmix", "layermix")
-
 
 @dataclass(frozen=True)
 class CommonConfig:
@@ -211,8 +207,19 @@ PRESETS = {
     ("none", "cifar"): dict(image_size=32, mean=CIFAR_MEAN, std=CIFAR_STD),
 }
 
-_CLASSES = {"none": NoneConfig, "augmix": AugMixConfig, "pixmix": PixMixConfig,
-            "ipmix": IPMixConfig, "layermix": LayerMixConfig}
+# The facts of each method, in one table: its config class and whether it blends in mixing
+# pictures (then it needs a mixing set). METHODS, MIXING_METHODS and the config lookup derive
+# from it; plans.SAMPLERS is checked against it at import.
+METHOD_TABLE = {
+    "none": (NoneConfig, False),
+    "augmix": (AugMixConfig, False),
+    "pixmix": (PixMixConfig, True),
+    "ipmix": (IPMixConfig, True),
+    "layermix": (LayerMixConfig, True),
+}
+METHODS = tuple(METHOD_TABLE)
+MIXING_METHODS = tuple(m for m, (_, mixes) in METHOD_TABLE.items() if mixes)
+_CLASSES = {m: cls for m, (cls, _) in METHOD_TABLE.items()}
 
 
 # IPMix's patch sides in the ImageNet script; a smaller crop keeps those that fit it.

@@ -99,11 +99,13 @@ class DaliLoader:
         last_batch_policy: "partial" (the last batch of an epoch is smaller), "fill" (topped up
             with samples from the shard's start) or "drop".
         jsd_output: "tuple" (clean, view1, view2) or "concat" (one 3B batch, timm's layout).
+        layout: the pipeline's image layout. Batches are always NCHW tensors (torch's logical
+            order); from an NHWC pipeline they are channels_last in memory, without a copy.
     """
 
     def __init__(self, build: Callable, output_names, files: FileList, batch_size: int,
                  num_shards: int = 1, last_batch_policy: str = "partial",
-                 jsd_output: str = "tuple"):
+                 jsd_output: str = "tuple", layout: str = "NCHW"):
         if last_batch_policy not in LAST_BATCH_POLICIES:
             raise ValueError(f"last_batch_policy must be one of {LAST_BATCH_POLICIES}, "
                              f"got {last_batch_policy!r}")
@@ -115,6 +117,7 @@ class DaliLoader:
         self.batch_size = int(batch_size)
         self.last_batch_policy = last_batch_policy
         self.jsd_output = jsd_output
+        self.nhwc = layout == "NHWC"
         self.iters = iters_per_epoch(len(files), batch_size, num_shards)
         self.epoch = 0
         self._position = 0         # batches consumed in the current epoch
@@ -165,6 +168,8 @@ class DaliLoader:
         self._position += 1
         labels = out["label"].reshape(-1).long()
         images = [out[name] for name in self.output_names if name not in ("label", "input")]
+        if self.nhwc:  # NCHW views of the NHWC buffers: channels_last tensors, no copy
+            images = [x.permute(0, 3, 1, 2) for x in images]
         if len(images) == 1:
             return images[0], labels
         if self.jsd_output == "concat":
@@ -214,7 +219,8 @@ def train_loader(files: FileList, config, *, batch_size: int, bank=None, mixing_
                               **pipeline_options)
 
     return DaliLoader(build, train_output_names(config, pipeline_options.get("emit_input", False)),
-                      files, batch_size, num_shards, last_batch_policy, jsd_output)
+                      files, batch_size, num_shards, last_batch_policy, jsd_output,
+                      pipeline_options.get("layout", "NCHW"))
 
 
 def val_loader(files: FileList, *, batch_size: int, device: str = "cpu", shard_id: int = 0,
@@ -224,4 +230,5 @@ def val_loader(files: FileList, *, batch_size: int, device: str = "cpu", shard_i
         return val_pipeline(files, batch_size=batch_size, device=device, shard_id=shard_id,
                             num_shards=num_shards, **pipeline_options), None
 
-    return DaliLoader(build, ["data", "label"], files, batch_size, num_shards, "partial")
+    return DaliLoader(build, ["data", "label"], files, batch_size, num_shards, "partial",
+                      layout=pipeline_options.get("layout", "NCHW"))

@@ -300,7 +300,8 @@ def train_output_names(config, emit_input: bool = False):
     return names + ["label"] + (["input"] if emit_input else [])
 
 
-def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_BUDGET):
+def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_BUDGET,
+                         skip_bad_files: bool = False):
     """("bank", MixingBank) for a mixing set whose pre-resized pictures fit in ``budget`` bytes,
     else ("reader", FileList) for the second-reader path."""
     from pathlib import Path
@@ -312,7 +313,8 @@ def choose_mixing_source(folder, side: int, budget: int = DEFAULT_MIXING_MEMORY_
     if rels and len(rels) * side * side * 3 > budget:
         files = [str(folder_p / r) for r in rels]
         return "reader", FileList(files, [0] * len(files), ["mixing"], source=str(folder_p))
-    return "bank", load_mixing_bank(folder, side=side, progress=True)
+    return "bank", load_mixing_bank(folder, side=side, progress=True,
+                                    skip_bad_files=skip_bad_files)
 
 
 def val_pipeline(files: FileList, *, batch_size: int, resize: Optional[int] = 256,

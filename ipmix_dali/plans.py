@@ -15,7 +15,7 @@ from typing import Dict
 
 import numpy as np
 
-from .config import AugMixConfig, IPMixConfig, LayerMixConfig, NoneConfig, PixMixConfig
+from .config import METHODS, AugMixConfig, IPMixConfig, LayerMixConfig, NoneConfig, PixMixConfig
 from .ops.levels import get_ab
 from .ops.table import LAYERMIX_OP_ID, LAYERMIX_OPS, MIX_OP_ID, layermix_param, op_list, sample_ops
 
@@ -76,10 +76,7 @@ def sample_plan(config, n: int, rng: np.random.Generator, bank_size: int = 0,
         bank_side: side S of the square pictures of the bank (>= config.image_size); the plan
             draws one uniform crop of image_size per sample, like RandomCrop(image_size).
     """
-    samplers = {"none": sample_none_plan, "augmix": sample_augmix_plan,
-                "pixmix": sample_pixmix_plan, "ipmix": sample_ipmix_plan,
-                "layermix": sample_layermix_plan}
-    return samplers[config.method](config, n, rng, bank_size, bank_side)
+    return SAMPLERS[config.method](config, n, rng, bank_size, bank_side)
 
 
 def _views_of(n, v):
@@ -271,3 +268,10 @@ def sample_layermix_plan(cfg: LayerMixConfig, n, rng, bank_size=0, bank_side=0) 
     arrays.update(steps=steps, op=op, param=param, blend_op=blend_op, a=a, b=b, mask_p=mask_p,
                   mask_seed=mask_seed)
     return Plan("layermix", cfg, arrays)
+
+
+# One sampler per method of config.METHOD_TABLE.
+SAMPLERS = {"none": sample_none_plan, "augmix": sample_augmix_plan,
+            "pixmix": sample_pixmix_plan, "ipmix": sample_ipmix_plan,
+            "layermix": sample_layermix_plan}
+assert tuple(SAMPLERS) == METHODS, "plans.SAMPLERS and config.METHOD_TABLE list other methods"

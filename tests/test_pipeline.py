@@ -168,10 +168,12 @@ def test_float16_nhwc_and_concat_layout(tree, bank):
     loader = train_loader(tree, cfg, batch_size=BATCH, dtype="float16", layout="NHWC",
                           jsd_output="concat", seed=0)
     images, labels = next(iter(loader))
-    assert images.dtype == torch.float16 and images.shape == (3 * BATCH, SIZE, SIZE, 3)
+    # NCHW in torch's order whatever the pipeline's layout; NHWC memory is channels_last
+    assert images.dtype == torch.float16 and images.shape == (3 * BATCH, 3, SIZE, SIZE)
+    assert images.is_contiguous(memory_format=torch.channels_last)
     ref = train_loader(tree, cfg, batch_size=BATCH, seed=0)
     (clean, v1, v2), _ = next(iter(ref))
-    want = torch.cat([clean, v1, v2]).permute(0, 2, 3, 1).half()
+    want = torch.cat([clean, v1, v2]).half()
     assert torch.equal(images, want)
 
 
@@ -214,8 +216,9 @@ def test_cmyk_grey_and_png_named_jpeg_decode_to_rgb(tmp_path):
     loader = val_loader(files, batch_size=3, resize=80, crop=80, mean=(0, 0, 0), std=(1, 1, 1),
                         layout="NHWC")
     images, _ = next(iter(loader))
-    images = images.numpy()  # mean 0, std 1: values in [0, 1]
-    assert images.shape == (3, 80, 80, 3)
+    assert images.shape == (3, 3, 80, 80)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    images = images.permute(0, 2, 3, 1).numpy()  # mean 0, std 1: values in [0, 1]
     rgb = np.asarray(pic.crop((8, 0, 88, 80)), np.float32) / 255  # centre crop of 96x80
     grey = np.asarray(pic.convert("L").crop((8, 0, 88, 80)), np.float32) / 255
     assert np.abs(images[2] - rgb).mean() < 1e-6                    # PNG: lossless

@@ -248,3 +248,29 @@ def test_torchelastic_restart_implies_resume_auto(tmp_path, monkeypatch, capsys)
     steps = [json.loads(line)["step"] for line in open(tmp_path / "run" / "metrics.jsonl")
              if "loss" in line]
     assert steps == [1, 2, 3, 4]  # epoch 0 kept, not trained again
+
+
+@pytest.mark.parametrize("gib, kind", [(8.0, "bank"), (1e-6, "reader")])
+def test_mixing_memory_budget_chooses_bank_or_second_reader(run_data, tmp_path, gib, kind):
+    """--mixing-memory-gb: a mixing set that fits is kept in memory (the stage crops the bank);
+    a larger one is read by a second DALI reader ("Mix"), whose crops the stage receives."""
+    import torch
+
+    from ipmix_dali.train.config import TrainConfig
+    from ipmix_dali.train.distributed import Dist
+    from ipmix_dali.train.loop import build_loaders
+
+    cfg = TrainConfig(data=str(run_data / "data"), out=str(tmp_path / "o"), method="ipmix",
+                      jsd=True, mixing_set=str(run_data / "mix"), image_size=64, val_resize=72,
+                      batch_size=4, threads=1, device="cpu", mixing_memory_gb=gib)
+    loader, _, classes = build_loaders(cfg, Dist(), torch.device("cpu"))
+    assert classes == 3
+    assert (loader.stage.bank is not None) == (kind == "bank")
+    images, labels = next(iter(loader))  # (clean, view 1, view 2) concatenated
+    assert images.shape == (12, 3, 64, 64) and labels.shape == (4,)
+    assert not torch.equal(images[4:8], images[:4])
+    if kind == "reader":  # the 4 mixing pictures, one epoch of the "Mix" reader
+        assert loader.pipeline.reader_meta("Mix")["epoch_size"] == 4
+    else:
+        with pytest.raises(RuntimeError):
+            loader.pipeline.reader_meta("Mix")

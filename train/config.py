@@ -28,6 +28,7 @@ class TrainConfig:
     preset: str = "imagenet"
     jsd: bool = False
     mixing_set: Optional[str] = None
+    mixing_memory_gb: float = 8.0
     image_size: int = 224
     val_resize: int = 256
     epochs: int = 180
@@ -96,6 +97,9 @@ FIELD_HELP = {
     "jsd": "two augmented views per sample and the JSD consistency loss (lambda 12)",
     "mixing_set": "folder of mixing pictures (PixMix, IPMix, LayerMix); "
                   "`ipmix-dali make-mixing-set` writes fractals",
+    "mixing_memory_gb": "a mixing set whose pre-resized pictures fit in this many GiB is kept in "
+                        "memory (memory-mapped on the CPU, resident on the GPU); a larger one "
+                        "is read by a second DALI reader",
     "image_size": "training crop side",
     "val_resize": "validation: shorter side before the centre crop",
     "epochs": "epochs to train",

@@ -71,15 +71,17 @@ def build_loaders(cfg: TrainConfig, d, device):
         raise ValueError(f"{cfg.data}: val/ has classes {val_files.classes[:5]}..., train/ has "
                          f"{train_files.classes[:5]}...: both need the same class folders")
     aug = augmentation_config(cfg)
-    bank = None
+    bank = mixing_files = None
     if cfg.method in MIXING_METHODS:
         if not cfg.mixing_set:
             raise ValueError(f"--method {cfg.method} needs --mixing-set DIR (a folder of images; "
                              f"`ipmix-dali make-mixing-set` writes fractals)")
-        from ipmix_dali.mixing import load_mixing_bank
+        from ipmix_dali.pipeline import choose_mixing_source
 
-        bank = load_mixing_bank(cfg.mixing_set, side=mixing_picture_side(cfg),
-                                skip_bad_files=cfg.skip_bad_files)
+        kind, source = choose_mixing_source(cfg.mixing_set, mixing_picture_side(cfg),
+                                            int(cfg.mixing_memory_gb * (1 << 30)),
+                                            skip_bad_files=cfg.skip_bad_files)
+        bank, mixing_files = (source, None) if kind == "bank" else (None, source)
     shard = dict(device=cfg.device, device_id=d.local_rank if cfg.device == "gpu" else None,
                  num_threads=cfg.threads, shard_id=d.rank, num_shards=d.world)
     # On a GPU with channels_last and AMP the stage writes float16 NHWC views: permuted to NCHW
@@ -88,7 +90,9 @@ def build_loaders(cfg: TrainConfig, d, device):
         and cfg.amp != "none" else {}
     if cfg.drop_last:
         _check_one_batch(train_files, cfg.batch_size, d.world)
-    loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank, seed=cfg.seed,
+    loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank,
+                          mixing_files=mixing_files, mixing_side=mixing_picture_side(cfg),
+                          seed=cfg.seed,
                           jsd_output="concat",
                           last_batch_policy="drop" if cfg.drop_last else "partial", **shard,
                           **fast)
@@ -212,8 +216,6 @@ def train_one_epoch(net, loader, optimizer, scheduler, scaler, cfg, device, amp_
         # the DALI graph): no copy from pageable memory, no host sync.
         images = images.to(device)
         labels = labels.to(device, non_blocking=True)
-        if images.shape[-1] == 3 and images.shape[1] != 3:  # NHWC from the GPU stage
-            images = images.permute(0, 3, 1, 2)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -344,6 +346,8 @@ def _train(cfg: TrainConfig, d) -> dict:
     elif d.main and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
+    best_top1 = (state or {}).get("best_top1", float("-inf"))
+
     def save(step, epoch, best=False):
         loaders = d.gather(loader.state_dict())  # a collective: every rank calls it
         if d.main:
@@ -367,7 +371,6 @@ def _train(cfg: TrainConfig, d) -> dict:
 
     # epochs
     summary = {}
-    best_top1 = (state or {}).get("best_top1", float("-inf"))
     net.train()
     with StopSignal() as stop:
         try:

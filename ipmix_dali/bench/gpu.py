@@ -21,12 +21,10 @@ import time
 import numpy as np
 
 from ..atomic import write_json
-from ..config import MIXING_METHODS, make_config, mixing_side
+from ..config import METHODS, MIXING_METHODS, make_config, mixing_side
 from ..plans import sample_plan
 from ..provenance import gpu_info, machine_info
 from ..rng import make_rng
-
-METHODS = ("none", "augmix", "pixmix", "ipmix", "layermix")
 
 
 def _inputs(batch, size):

@@ -1,16 +1,11 @@
 """Level helpers shared by AugMix, PixMix and IPMix (docs/augmentations.md §1.2), vectorised for plans.
 
-The reference draws ``sample_level`` again for every op application; so do the samplers, one
-draw per op slot. Integer parameters truncate toward zero exactly like ``int(level * maxval / 10)``.
+The reference draws its level U(0.1, severity) (``sample_level``) again for every op
+application; so do the samplers, one draw per op slot (``ops.table.sample_ops``). Integer parameters truncate toward zero exactly like ``int(level * maxval / 10)``.
 """
 from __future__ import annotations
 
 import numpy as np
-
-
-def sample_level(rng: np.random.Generator, severity: float, shape) -> np.ndarray:
-    """L ~ U(0.1, severity), float64, one per op application."""
-    return rng.uniform(0.1, severity, size=shape)
 
 
 def int_parameter(level, maxval):
