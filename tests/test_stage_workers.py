@@ -293,3 +293,52 @@ def test_signals_stop_the_workers(tree, tmp_path, how):
         assert code == -signal.SIGTERM
     else:
         assert "KeyboardInterrupt" in err and code != 0
+
+
+def _pool_workers_of(parent):
+    """Pids of the stage worker processes whose parent is ``parent``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid == parent and b"ipmix_dali.executors.pool" in cmd:
+            found.append(int(pid))
+    return found
+
+
+def test_train_stage_workers_flag_and_sigterm(tmp_path):
+    """``ipmix-dali train --stage-workers 2`` on the CPU runs the stage on two processes; SIGTERM
+    saves, exits 143 and leaves no worker behind."""
+    from ipmix_dali.mixing.builtin import write_fractal_set
+
+    write_jpeg_tree(tmp_path / "data" / "train", classes=2, per_class=6, size=(80, 64), seed=1)
+    write_jpeg_tree(tmp_path / "data" / "val", classes=2, per_class=2, size=(80, 64), seed=2)
+    write_fractal_set(str(tmp_path / "mix"), 4, 48, 1, "png")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ipmix_dali.train", "--data", str(tmp_path / "data"),
+           "--arch", "resnet18", "--method", "ipmix", "--jsd", "--mixing-set",
+           str(tmp_path / "mix"), "--image-size", "32", "--val-resize", "36", "--epochs", "50",
+           "--batch-size", "4", "--threads", "1", "--stage-workers", "2", "--device", "cpu",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, workers = time.monotonic() + 240, []
+        while time.monotonic() < deadline and not (
+                len(workers) == 2 and (out / "metrics.jsonl").exists()):
+            workers = _pool_workers_of(proc.pid) or workers
+            time.sleep(0.1)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM" in stdout
+    assert _wait_gone(workers) == []

@@ -14,6 +14,7 @@ at each epoch end; SIGTERM/SIGINT save and return (exit status 128 + the signal)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -78,6 +79,13 @@ def build_loaders(cfg: TrainConfig, d, device):
     # they are channels_last tensors already (no conversion copy), and half the bytes.
     fast = dict(dtype="float16", layout="NHWC") if cfg.device == "gpu" and cfg.channels_last \
         and cfg.amp != "none" else {}
+    if cfg.device == "cpu":  # the stage on --stage-workers processes (the same pixels)
+        from ipmix_dali.executors.pool import default_stage_workers, stage_executor, usable_cores
+
+        # By default the ranks on this machine share its cores.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        fast["executor"] = stage_executor(
+            cfg.stage_workers or default_stage_workers(max(1, usable_cores() // local)))
     loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank, seed=cfg.seed,
                           jsd_output="concat",
                           last_batch_policy="drop" if cfg.drop_last else "partial", **shard,
@@ -229,16 +237,19 @@ def train(cfg: TrainConfig) -> dict:
     cfg = validate_config(cfg)
     d = init_distributed(cfg.device)
     try:
-        return _train(cfg, d)
+        with contextlib.ExitStack() as closing:
+            return _train(cfg, d, closing)
     finally:
         shutdown(d)
 
 
-def _train(cfg: TrainConfig, d) -> dict:
+def _train(cfg: TrainConfig, d, closing) -> dict:
     device = torch.device(f"cuda:{d.local_rank}" if cfg.device == "gpu" else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     loader, val, num_classes = build_loaders(cfg, d, device)
+    if hasattr(loader, "close"):  # its stage workers stop with the run, a signal's too
+        closing.callback(loader.close)
 
     # model, optimizer, schedule
     model = build_model(cfg, num_classes).to(device)
