@@ -306,7 +306,7 @@ def _pool_workers_of(parent):
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        if ppid == parent and b"ipmix_dali.executors.pool" in cmd:
+        if ppid == parent and b"ipmix_dali.executors._pool_worker" in cmd:
             found.append(int(pid))
     return found
 
@@ -342,3 +342,37 @@ def test_train_stage_workers_flag_and_sigterm(tmp_path):
     assert proc.returncode == 143, stderr[-2000:]
     assert "stopped by SIGTERM" in stdout
     assert _wait_gone(workers) == []
+
+
+def test_bench_side_by_side_pinned_to_1_and_2_cores(tmp_path, capsys):
+    """`ipmix-dali bench --cores 1,2 --jsd both`: every row set pinned to 1 and to 2 cores in one
+    run, with the stage's workers per core count, cores used, load averages and the ratios."""
+    import json
+
+    from ipmix_dali.cli import main
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 usable cores")
+    data = write_jpeg_tree(tmp_path / "data", classes=2, per_class=8, size=(120, 90), seed=3)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--methods", "ipmix", "--backends", "reference,dali-cpu",
+                 "--batch-size", "4", "--batches", "4", "--data", data, "--jsd", "both",
+                 "--cores", "1,2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {(r["pinned_cores"], r["backend"], r["jsd"]): r for r in result["rows"]}
+    assert set(rows) == {(k, b, j) for k in (1, 2) for b in ("reference", "dali-cpu")
+                         for j in (False, True)}
+    assert [p["usable_cores"] for p in result["pinned"]] == [1, 2]
+    for k in (1, 2):
+        assert rows[(k, "reference", True)]["workers"] == k
+        assert rows[(k, "dali-cpu", True)]["stage_workers"] == k  # 1: the stage's own thread
+        assert rows[(k, "dali-cpu", True)]["dali_threads"] == k
+    for r in result["rows"]:
+        assert r["samples"] > 0 and 0 < r["cpu_cores_used"] <= r["pinned_cores"] + 0.3
+        assert len(r["loadavg_1min"]) == 2
+    assert "dali-cpu/reference ipmix + JSD at 2 cores (whole machine)" in result["ratios"]
+    assert "dali-cpu ipmix + JSD scaling efficiency 1->2 cores" in result["ratios"]
+    assert set(result["loadavg"]) == {"start", "end"}
+    assert "pinned" in capsys.readouterr().out
+    assert main(["bench", "--cores", "0", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--cores '0': give core counts >= 1" in capsys.readouterr().err

@@ -19,7 +19,7 @@ parent dies (their socket closes). A worker that dies is a :class:`StageWorkerEr
 its exit status and the batch, never a hang; an exception inside a worker is re-raised in the
 parent as itself, with the worker's traceback as its ``__cause__``.
 
-Workers are plain ``python -m ipmix_dali.executors.pool`` processes (not multiprocessing's
+Workers are plain ``python -m ipmix_dali.executors._pool_worker`` processes (not multiprocessing's
 spawn, which re-runs the user's main script), connected by a socket pair.
 """
 from __future__ import annotations
@@ -213,7 +213,7 @@ class PoolExecutor:
         for _ in range(self.workers):
             mine, theirs = socket.socketpair()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ipmix_dali.executors.pool", str(theirs.fileno()),
+                [sys.executable, "-m", "ipmix_dali.executors._pool_worker", str(theirs.fileno()),
                  str(self.chunk_size)],
                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
                 # Their own session: a terminal's Ctrl-C reaches the parent only, which
@@ -405,6 +405,3 @@ def _worker(fd: int, chunk_size: int):
         except OSError:
             return
 
-
-if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]))
