@@ -73,6 +73,9 @@ def test_1_2_4_workers_give_the_numpy_executors_pixels(method, pools, batch):
         out = np.empty((plan.views, N, 3, SIZE, SIZE), np.float16).transpose(0, 1, 3, 4, 2)
         pool.apply(images, pics, plan, out=out)
         assert np.array_equal(out, want.astype(np.float16)), workers
+        clean = np.empty((N, 3, SIZE, SIZE), np.float32).transpose(0, 2, 3, 1)
+        pool.normalize(images, cfg, out=clean)  # JSD's clean view, on the workers too
+        assert np.array_equal(clean, NumpyExecutor().normalize(images, cfg)), workers
     # the next batch's plan: new pixels, still equal
     cfg, plan, pics = _plan(method, bank, iteration=1)
     assert np.array_equal(pools[4].apply(images, pics, plan),

@@ -185,7 +185,7 @@ class PoolExecutor:
         self._segments = {role: _Segment() for role in ("images", "pictures", "out")}
         self._stacked = []  # (array, segment) of this batch's stack_samples calls
         self._broken = None
-        self._tasks = 0
+        self._batches = 0  # batches applied (error messages)
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns,
                                            list(self._segments.values()))
 
@@ -270,45 +270,58 @@ class PoolExecutor:
         return seg.spec(view, None)
 
     def normalize(self, images, config, out=None, dtype="float32"):
-        from .numpy_exec import NumpyExecutor
-
-        return NumpyExecutor(self.chunk_size).normalize(images, config, out=out, dtype=dtype)
+        """JSD's clean view, on the workers too (one slice each)."""
+        result = base.output_array(np, out, images.shape, dtype)
+        specs = {"images": self._shared("images", images, [])}
+        self._run("normalize", specs, result, images.shape[0], lambda start, stop: config)
+        return result
 
     def apply(self, images: np.ndarray, mixing_pictures, plan, out=None, dtype="float32"):
         base.check_inputs(images, mixing_pictures, plan)
         result = base.output_array(np, out, (plan.views,) + images.shape, dtype)
-        self.start()
         taken, specs = [], {}
         specs["images"] = self._shared("images", images, taken)
         if mixing_pictures is not None:
             specs["pictures"] = self._shared("pictures", mixing_pictures, taken)
         self._stacked = []
-        # The workers write the output in the caller's layout (e.g. DALI's channels-first
-        # buffer), so the copy back is one pass over contiguous memory.
-        order = _physical_order(result)
-        shared_out = self._segments["out"].array(result.shape, result.dtype, order)
-        specs["out"] = self._segments["out"].spec(shared_out, order)
-        bounds = np.linspace(0, plan.n, self.workers + 1).round().astype(int)
         from .numpy_exec import slice_plan
 
-        self._tasks += 1
+        def part(start, stop):  # a plan travels as its parts (Plan's lookup does not pickle)
+            p = slice_plan(plan, start, stop)
+            return p.method, p.config, p.arrays
+
+        self._run("apply", specs, result, plan.n, part)
+        self._batches += 1
+        return result
+
+    def _run(self, kind, specs, result, n, payload):
+        """Send every worker its slice [start, stop) of ``n`` samples (an empty one too: it
+        maps the blocks all the same), wait for all, copy the shared output into ``result``.
+        The workers write the output in the caller's layout (e.g. DALI's channels-first
+        buffer), so the copy back is one pass over contiguous memory."""
+        self.start()
+        order = _physical_order(result)
+        shared_out = self._segments["out"].array(result.shape, result.dtype, order)
+        specs = dict(specs, out=self._segments["out"].spec(shared_out, order))
+        bounds = np.linspace(0, n, self.workers + 1).round().astype(int)
+        # the blocks that exist now: a worker unmaps the others (replaced by larger ones)
+        live = [seg.shm.name for seg in self._segments.values() if seg.shm is not None]
         for w, conn in enumerate(self._conns):
             start, stop = int(bounds[w]), int(bounds[w + 1])
-            part = slice_plan(plan, start, stop) if stop > start else None
-            # A plan travels as its parts (Plan's attribute lookup does not survive pickle).
-            task = (specs, start, stop,
-                    None if part is None else (part.method, part.config, part.arrays))
+            task = (kind, specs, live, start, stop,
+                    payload(start, stop) if stop > start else None)
             try:
                 conn.send(task)
             except OSError:
                 pass  # a dead worker: reported by _collect
         error = self._collect()
+        used = {spec[0] for spec in specs.values()}
         for seg in self._segments.values():
-            seg.unlink()  # every worker has mapped it now
+            if seg.shm is not None and seg.shm.name in used:
+                seg.unlink()  # every worker has mapped it now
         if error is not None:
             raise error
         np.copyto(result, shared_out)
-        return result
 
     def _collect(self):
         """Every worker's reply; returns the first worker exception, raises for a dead worker."""
@@ -327,7 +340,7 @@ class PoolExecutor:
                         except subprocess.TimeoutExpired:
                             pass
                         self._broken = (f"worker {w} (pid {proc.pid}) {_exit_status(proc)} "
-                                        f"during batch {self._tasks - 1} of this executor")
+                                        f"during batch {self._batches} of this executor")
                         self.close()
                         raise StageWorkerError(
                             f"a CPU augmentation stage worker died: {self._broken} (out of "
@@ -381,17 +394,19 @@ def _worker(fd: int, chunk_size: int):
             return  # the parent is gone
         if task is None:
             return
-        specs, start, stop, plan = task
+        kind, specs, live, start, stop, payload = task
         try:
-            plan = None if plan is None else Plan(*plan)
-            views = {role: array(spec) for role, spec in specs.items()}
-            for name in set(mapped) - {spec[0] for spec in specs.values()}:
+            for name in set(mapped) - set(live):
                 mapped.pop(name).close()  # a block the parent has replaced
-            if plan is not None:
+            views = {role: array(spec) for role, spec in specs.items()}
+            if payload is not None and kind == "apply":
                 pics = views.get("pictures")
                 executor.apply(views["images"][start:stop],
-                               None if pics is None else pics[start:stop], plan,
+                               None if pics is None else pics[start:stop], Plan(*payload),
                                out=views["out"][:, start:stop])
+            elif payload is not None:  # normalize: payload is the config
+                executor.normalize(views["images"][start:stop], payload,
+                                   out=views["out"][start:stop])
             reply = ("ok",)
         except Exception as exc:
             text = traceback.format_exc()
