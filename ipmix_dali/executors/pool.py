@@ -64,8 +64,9 @@ def usable_cores() -> int:
 def default_stage_workers(cores=None) -> int:
     """Worker processes of the CPU stage by default: one per usable core, or 1 (the stage's
     own thread, no pool) on one core. DALI's decoding threads are busy a small part of a batch
-    (decode + resize is ~15 % of an IPMix + JSD sample's CPU time), so giving them their own
-    cores would leave those cores mostly idle; measured in docs/cpu_stage.md."""
+    (bench/results/bench_cpu_jsd.json: the whole 'none' pipeline, decode + resize + normalise,
+    costs ~2.3 ms of core time per sample, IPMix + JSD ~7.8 ms), so cores of their own would
+    mostly idle; the workers share the cores with them."""
     cores = usable_cores() if cores is None else int(cores)
     return max(1, cores)
 
