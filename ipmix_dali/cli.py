@@ -181,7 +181,9 @@ def _add_bench(sub):
                    help="comma list of reference, dali-cpu, dali-gpu (default: all three; "
                         "dali-gpu rows say 'unavailable' without a GPU)")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--jsd", action="store_true", help="clean + two augmented views per sample")
+    p.add_argument("--jsd", nargs="?", const="on", default="off", choices=["off", "on", "both"],
+                   help="clean + two augmented views per sample; 'both': every method without, "
+                        "then with JSD")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batches", type=int, default=16,
                    help="timed batches per row (reference: at least 2 per worker)")
@@ -193,11 +195,30 @@ def _add_bench(sub):
                    help="reference DataLoader workers (default: every core)")
     p.add_argument("--threads", type=int, default=None, help="DALI threads (default: every core)")
     p.add_argument("--stage-threads", type=int, default=1,
-                   help="dali-cpu: threads of the NumPy augmentation stage (same pixels)")
+                   help="dali-cpu with --stage-workers 1: threads of the NumPy augmentation "
+                        "stage (same pixels)")
+    p.add_argument("--stage-workers", type=int, default=0,
+                   help="dali-cpu: worker processes of the augmentation stage (same pixels; "
+                        "default 0: one per usable core, 1: the stage's own thread)")
+    p.add_argument("--cores", default=None,
+                   help="comma list of core counts, e.g. 1,2: every row set once per count, "
+                        "pinned to that many cores (like taskset), side by side")
     p.add_argument("--mixing-set", default=None, help="mixing pictures (default: built-in fractals)")
     p.add_argument("--out", default="bench/results/bench_cpu.json")
     p.add_argument("--chart", default=None, help="PNG chart (default: next to --out)")
     p.set_defaults(func=_run_bench)
+
+
+def _core_counts(text):
+    if text is None:
+        return None
+    try:
+        counts = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--cores {text!r}: give core counts >= 1, e.g. --cores 1,2")
+    return counts
 
 
 def _run_bench(args) -> int:
@@ -208,6 +229,7 @@ def _run_bench(args) -> int:
                        batch_size=args.batch_size, batches=args.batches, warmup=args.warmup,
                        data=args.data, images=args.images, workers=args.workers,
                        threads=args.threads, stage_threads=args.stage_threads,
+                       stage_workers=args.stage_workers, cores=_core_counts(args.cores),
                        mixing_set=args.mixing_set, out=args.out, chart=args.chart)
     print(result["table"])
     for name, value in result["ratios"].items():

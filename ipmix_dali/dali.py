@@ -28,7 +28,7 @@ __all__ = ["augment"]
 def augment(images, method: str = "ipmix", *, mixing_set=None, preset: str = "imagenet",
             jsd: bool = False, seed: int = 0, shard_id: int = 0,
             batches_per_epoch: int = 1 << 30, start_batch: int = 0, dtype: str = "float32",
-            layout: str = "NCHW", executor=None, **options):
+            layout: str = "NCHW", executor=None, workers: int = 1, **options):
     """Insert the augmentation stage after ``images`` (a DataNode) in the pipeline being
     defined; returns its view DataNode, or (clean, view1, view2) with ``jsd``.
 
@@ -40,6 +40,9 @@ def augment(images, method: str = "ipmix", *, mixing_set=None, preset: str = "im
         seed, shard_id, batches_per_epoch, start_batch: the plan key (see the module docstring).
         dtype, layout: "float32" / "float16", "NCHW" / "NHWC".
         executor: overrides the executor (default: numpy on the CPU, cupy on the GPU).
+        workers: CPU stage: worker processes, one slice of each batch each (the same pixels;
+            0 = one per usable core, 1 = the stage's own thread). They stop with the pipeline,
+            at exit, or with ``close()`` on the executor.
     """
     from nvidia.dali import fn
     from nvidia.dali.pipeline import Pipeline
@@ -52,7 +55,10 @@ def augment(images, method: str = "ipmix", *, mixing_set=None, preset: str = "im
     config = make_config(method, preset, jsd=jsd, **options)
     device = "gpu" if getattr(images, "device", "cpu") == "gpu" else "cpu"
     bank = as_mixing_bank(mixing_set, config.image_size) if config.method in MIXING_METHODS else None
-    executor = executor or get_executor("cupy" if device == "gpu" else "numpy")
+    if executor is None:
+        from .executors import stage_executor
+
+        executor = get_executor("cupy") if device == "gpu" else stage_executor(workers)
     # The GPU the pipeline being defined runs on (DALI's threads make it current when they
     # call the stage; the bank must be uploaded there too).
     pipe = Pipeline.current()

@@ -135,6 +135,21 @@ class DaliLoader:
         except RuntimeError as exc:
             self._raise(exc)
 
+    def close(self) -> None:
+        """Release the pipeline and stop the stage's worker processes (a
+        :class:`~ipmix_dali.executors.pool.PoolExecutor`); idempotent. Also on ``with`` exit."""
+        stage, self.stage = self.stage, None
+        self._it = self.pipeline = None
+        close = getattr(getattr(stage, "executor", None), "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def _raise(self, exc):
         err = pipeline_error(exc, self.files, self.stage)
         if isinstance(err, ValueError):  # a bad file, named: the one line is the message
@@ -158,6 +173,8 @@ class DaliLoader:
         return self
 
     def __next__(self):
+        if self._it is None:
+            raise RuntimeError("this loader is closed: build a new one (or load_state_dict)")
         try:
             out = next(self._it)[0]
         except StopIteration:

@@ -45,6 +45,7 @@ class TrainConfig:
     channels_last: bool = False
     device: str = "auto"       # auto (gpu when one is usable) | cpu | gpu
     threads: int = 2
+    stage_workers: int = 0     # CPU stage processes; 0: one per usable core
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0: at epoch ends only
     resume: str = "auto"       # auto | none | PATH
@@ -117,6 +118,9 @@ FIELD_HELP = {
                      "float16 NHWC batches, no conversion copy)",
     "device": "where to train: auto takes the GPU when one is usable (cuda = gpu)",
     "threads": "DALI worker threads per process",
+    "stage_workers": "--device cpu: worker processes of the augmentation stage, one slice of "
+                     "each batch each (the same pixels); 0 = one per usable core, 1 = in the "
+                     "stage's own thread",
     "seed": "seed of the model, the shuffle and every augmentation plan",
     "checkpoint_every": "also checkpoint every N steps (0: at epoch ends only)",
     "resume": "'auto' (the newest checkpoint in --out that loads), 'none', or a checkpoint file",
@@ -178,7 +182,7 @@ CHOICES = {"amp": ("none", "bf16", "fp16"), "device": ("auto", "cpu", "gpu"),
            "preset": ("imagenet", "cifar"), "norm": ("batch", "group")}
 DEVICE_ALIASES = {"cuda": "gpu"}
 # Fields that do not change what a run computes: they may differ when it is resumed.
-OPERATIONAL = ("out", "resume", "threads", "log_every", "sync_every", "checkpoint_every",
+OPERATIONAL = ("out", "resume", "threads", "stage_workers", "log_every", "sync_every", "checkpoint_every",
                "tensorboard", "skip_bad_files", "max_image_pixels", "allow_config_change",
                "compile")
 
@@ -201,7 +205,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
                              f"{', '.join(choices)}")
     if cfg.recipe is not None and cfg.recipe not in RECIPES:
         raise ValueError(f"--recipe {cfg.recipe!r}: choose one of {', '.join(RECIPES)}")
-    at_least = {"epochs": 1, "batch_size": 1, "threads": 1, "image_size": 8, "val_resize": 8,
+    at_least = {"epochs": 1, "batch_size": 1, "threads": 1, "stage_workers": 0, "image_size": 8, "val_resize": 8,
                 "log_every": 1, "max_image_pixels": 1, "checkpoint_every": 0, "sync_every": 0,
                 "lr_reference_batch": 0, "num_classes": 1, "synthetic_size": 1}
     for name, low in at_least.items():

@@ -90,6 +90,13 @@ def build_loaders(cfg: TrainConfig, d, device):
         and cfg.amp != "none" else {}
     if cfg.drop_last:
         _check_one_batch(train_files, cfg.batch_size, d.world)
+    if cfg.device == "cpu":  # the stage on --stage-workers processes (the same pixels)
+        from ipmix_dali.executors.pool import default_stage_workers, stage_executor, usable_cores
+
+        # By default the ranks on this machine share its cores.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        fast["executor"] = stage_executor(
+            cfg.stage_workers or default_stage_workers(max(1, usable_cores() // local)))
     loader = train_loader(train_files, aug, batch_size=cfg.batch_size, bank=bank,
                           mixing_files=mixing_files, mixing_side=mixing_picture_side(cfg),
                           seed=cfg.seed,
@@ -262,8 +269,9 @@ def train(cfg: TrainConfig) -> dict:
     cfg = _elastic_resume(cfg, d)
     try:
         # rank 0 writes the run folder: it holds the lock (a second training is refused)
-        with run_lock(cfg.out) if d.main else contextlib.nullcontext():
-            return _train(cfg, d)
+        with run_lock(cfg.out) if d.main else contextlib.nullcontext(), \
+                contextlib.ExitStack() as closing:
+            return _train(cfg, d, closing)
     finally:
         shutdown(d)
 
@@ -281,11 +289,13 @@ def _elastic_resume(cfg: TrainConfig, d) -> TrainConfig:
     return dataclasses.replace(cfg, resume="auto")
 
 
-def _train(cfg: TrainConfig, d) -> dict:
+def _train(cfg: TrainConfig, d, closing) -> dict:
     device = torch.device(f"cuda:{d.local_rank}" if cfg.device == "gpu" else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     loader, val, num_classes = build_loaders(cfg, d, device)
+    if hasattr(loader, "close"):  # its stage workers stop with the run, a signal's too
+        closing.callback(loader.close)
 
     # model, optimizer, schedule
     model = build_model(cfg, num_classes).to(device)

@@ -5,19 +5,30 @@ Backends:
 * ``reference``: what users run today, a torch ``DataLoader`` with ``workers`` processes, each
   sample read and decoded with PIL, ``RandomResizedCrop(224)`` + ``RandomHorizontalFlip``
   (torchvision), then the reference executor (PIL ops, spec semantics) on a one-sample plan.
-* ``dali-cpu``: the DALI pipeline of :mod:`ipmix_dali.pipeline` on the CPU (NumPy executor stage).
+* ``dali-cpu``: the DALI pipeline of :mod:`ipmix_dali.pipeline` on the CPU (NumPy executor stage,
+  on ``stage_workers`` processes: :mod:`ipmix_dali.executors.pool`).
 * ``dali-gpu``: the same with mixed (nvJPEG) decoding and the CuPy executor stage.
 
 A sample is one training example: its clean view plus two augmented views with ``--jsd``, so
 images/s = samples/s x 3 there (the images the model sees). Each row runs ``warmup`` batches, then
 ``batches`` batches, and times the second half of them (batches finished ahead of time in the
 prefetch queues arrive in a burst first); it records peak host RSS (this process and its workers), peak GPU memory
-and the CPU cores the row kept busy (process + worker CPU time / wall time).
+and the CPU cores the row kept busy (process + worker CPU time / wall time), and the machine's
+load average before and after it (a shared machine's other work shows there).
+
+``cores=(1, 2)`` runs every row set once per core count, each in a child process pinned to the
+first k usable cores (what ``taskset -c 0..k-1`` does), so "all cores" means k for both
+backends; the result adds dali-cpu/reference on the whole (pinned) machine and each backend's
+scaling efficiency from the smallest to the largest core count.
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 
@@ -92,16 +103,23 @@ def _reference_batches(files, config, bank, batch_size, workers, seed):
             shutdown()
 
 
-def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_threads=1):
-    from ..executors import get_executor
+def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_threads=1,
+                  stage_workers=1):
+    from ..executors import get_executor, stage_executor
     from ..loader import train_loader
 
-    extra = {} if device == "gpu" else {"executor": get_executor("numpy", threads=stage_threads)}
+    extra = {}
+    if device != "gpu":
+        extra["executor"] = (get_executor("numpy", threads=stage_threads) if stage_workers == 1
+                             else stage_executor(stage_workers))
     loader = train_loader(files, config, batch_size=batch_size, bank=bank, device=device,
                           num_threads=threads, seed=seed, last_batch_policy="drop", **extra)
-    while True:
-        for batch in loader:
-            yield batch
+    try:
+        while True:
+            for batch in loader:
+                yield batch
+    finally:
+        loader.close()  # the stage's worker processes stop before the next row
 
 
 def _tree_cpu_seconds():
@@ -140,13 +158,15 @@ def _gpu_peak_mib():
 
 
 def time_backend(backend, files, config, bank, batch_size, batches, warmup, workers, threads,
-                 seed=0, stage_threads=1):
+                 seed=0, stage_threads=1, stage_workers=1):
     """One row: samples/s, images/s and resources of ``batches`` timed batches."""
+    load_before = os.getloadavg()[0]
     if backend == "reference":
         gen = _reference_batches(files, config, bank, batch_size, workers, seed)
     else:
         gen = _dali_batches(files, config, bank, batch_size, threads, seed,
-                            "gpu" if backend == "dali-gpu" else "cpu", stage_threads)
+                            "gpu" if backend == "dali-gpu" else "cpu", stage_threads,
+                            stage_workers)
     if backend == "reference":
         # Every worker builds whole batches and keeps two finished ones queued.
         warmup = max(warmup, workers)
@@ -174,20 +194,22 @@ def time_backend(backend, files, config, bank, batch_size, batches, warmup, work
             "images_per_s": round(samples * views / wall, 2),
             "samples": samples, "timed_batches": batches - half, "seconds": round(wall, 3),
             "cpu_cores_used": round(cpu / wall, 2), "peak_host_rss_mib": _peak_rss_mib(),
-            "peak_gpu_mib": _gpu_peak_mib() if backend == "dali-gpu" else None}
+            "peak_gpu_mib": _gpu_peak_mib() if backend == "dali-gpu" else None,
+            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def _table(rows):
-    head = (f"{'backend':10} {'method':9} {'jsd':5} {'samples/s':>10} {'images/s':>9} "
-            f"{'cores':>6} {'RSS MiB':>8} {'GPU MiB':>8}")
+    head = (f"{'pinned':>6} {'backend':10} {'method':9} {'jsd':5} {'samples/s':>10} "
+            f"{'images/s':>9} {'cores':>6} {'RSS MiB':>8} {'GPU MiB':>8}")
     lines = [head]
     for r in rows:
+        pinned = f"{r.get('pinned_cores', '-'):>6} "
         if "error" in r:
-            lines.append(f"{r['backend']:10} {r['method']:9} {str(r['jsd']):5} unavailable: "
-                         f"{r['error']}")
+            lines.append(f"{pinned}{r['backend']:10} {r['method']:9} {str(r['jsd']):5} "
+                         f"unavailable: {r['error']}")
             continue
         gpu = "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:.0f}"
-        lines.append(f"{r['backend']:10} {r['method']:9} {str(r['jsd']):5} "
+        lines.append(f"{pinned}{r['backend']:10} {r['method']:9} {str(r['jsd']):5} "
                      f"{r['samples_per_s']:10.1f} {r['images_per_s']:9.1f} "
                      f"{r['cpu_cores_used']:6.2f} {r['peak_host_rss_mib']:8.0f} {gpu:>8}")
     return "\n".join(lines)
@@ -199,20 +221,43 @@ def bar_chart(rows, path, title):
 
     ok = [r for r in rows if "error" not in r]
     methods = list(dict.fromkeys(r["method"] + (" + JSD" if r["jsd"] else "") for r in ok))
-    backends = list(dict.fromkeys(r["backend"] for r in ok))
-    series = {b: [next((r["samples_per_s"] for r in ok if r["backend"] == b and
+
+    def name(r):
+        return r["backend"] + (f", {r['pinned_cores']} core{'s' * (r['pinned_cores'] > 1)}"
+                               if "pinned_cores" in r else "")
+
+    backends = list(dict.fromkeys(name(r) for r in ok))
+    series = {b: [next((r["samples_per_s"] for r in ok if name(r) == b and
                         r["method"] + (" + JSD" if r["jsd"] else "") == m), None)
                   for m in methods] for b in backends}
     return grouped_bars(methods, series, path, title, "samples/s (higher is better)",
-                        xlabel="method", digits=0)
+                        xlabel="method", digits=0, rotate=len(methods) > 6)
+
+
+def _label(row):
+    return row["method"] + (" + JSD" if row["jsd"] else "")
+
+
+def _jsd_modes(jsd):
+    """``jsd``: False, True or "both" (each method without, then with JSD)."""
+    if jsd == "both":
+        return [False, True]
+    if jsd in ("on", "off"):
+        return [jsd == "on"]
+    return [bool(jsd)]
 
 
 def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, batch_size=32,
               batches=16, warmup=1, data=None, images=128, workers=None, threads=None,
               mixing_set=None, out="bench/results/bench_cpu.json", chart=None,
-              log=print, stage_threads=1) -> dict:
-    """Time every (backend, method) pair; write the JSON result and the PNG chart."""
+              log=print, stage_threads=1, stage_workers=0, cores=None) -> dict:
+    """Time every (backend, method, JSD) row; write the JSON result and the PNG chart.
+
+    ``jsd``: False, True or "both". ``stage_workers``: the dali-cpu stage's processes (0: one
+    per usable core, 1: the stage's own thread with ``stage_threads`` threads). ``cores``: a
+    list of core counts, each row set run pinned to that many cores (module docstring)."""
     from ..datasets import scan_image_folder
+    from ..executors.pool import default_stage_workers, usable_cores
     from ..mixing.bank import default_cache_dir, load_mixing_bank
     from ..tools.samples import write_jpeg_tree
 
@@ -222,12 +267,20 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}: choose from {', '.join(METHODS)}")
-    cores = os.cpu_count() or 1
-    workers = cores if workers is None else workers
-    threads = cores if threads is None else threads
     if data is None:
         data = os.path.join(default_cache_dir().parent, f"bench-jpegs-{images}")
         write_jpeg_tree(data, classes=8, per_class=max(1, images // 8), seed=0)
+    if cores:
+        return _run_pinned(dict(backends=list(backends), methods=list(methods), jsd=jsd,
+                                batch_size=batch_size, batches=batches, warmup=warmup,
+                                data=str(data), images=images, workers=workers,
+                                threads=threads, mixing_set=mixing_set,
+                                stage_threads=stage_threads, stage_workers=stage_workers),
+                           sorted({int(c) for c in cores}), out, chart, log)
+    ncores = usable_cores()
+    workers = ncores if workers is None else workers
+    threads = ncores if threads is None else threads
+    stage_workers = stage_workers or default_stage_workers(ncores)
     files = scan_image_folder(data)
     if mixing_set:
         bank = load_mixing_bank(mixing_set, side=256, progress=True)
@@ -238,52 +291,125 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     if len(files) < batch_size * (batches + warmup) and "reference" in backends:
         log(f"note: {len(files)} files for {batches + warmup} batches of {batch_size}: "
             f"the reference loader repeats epochs")
+    load_start = os.getloadavg()
     rows = []
     for method in methods:
-        for backend in backends:
-            cfg = make_config(method, "imagenet", jsd=jsd and method != "none")
-            row = {"backend": backend, "method": method, "jsd": cfg.jsd,
-                   "batch_size": batch_size,
-                   "workers" if backend == "reference" else "dali_threads":
-                       workers if backend == "reference" else threads}
-            if backend == "dali-cpu":
-                row["stage_threads"] = stage_threads
-            if backend == "dali-gpu" and not gpu_available():
-                row["error"] = "no CUDA GPU on this machine"
-            else:
-                try:
-                    row.update(time_backend(backend, files, cfg, bank, batch_size, batches,
-                                            warmup, workers, threads, stage_threads=stage_threads))
-                except (ImportError, ValueError, RuntimeError) as exc:
-                    # The row keeps the first line; the whole chain (an augmentation stage
-                    # error carries the stage's own traceback) goes to the log.
-                    row["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
-                    log("".join(traceback.format_exception(exc)).rstrip())
-            rows.append(row)
-            log(_table([row]).splitlines()[-1])
-    by = {(r["backend"], r["method"]): r for r in rows if "error" not in r}
-    ratios = {}
-    for m in methods:
-        ref, cpu = by.get(("reference", m)), by.get(("dali-cpu", m))
-        if ref and cpu:
-            ratios[f"dali-cpu/reference {m} per core"] = round(
-                (cpu["samples_per_s"] / max(cpu["cpu_cores_used"], 1e-9))
-                / (ref["samples_per_s"] / max(ref["cpu_cores_used"], 1e-9)), 2)
-    gpu_none, gpu_ip = by.get(("dali-gpu", "none")), by.get(("dali-gpu", "ipmix"))
-    if gpu_none and gpu_ip:
-        ratios["dali-gpu ipmix / dali-gpu none"] = round(
-            gpu_ip["samples_per_s"] / gpu_none["samples_per_s"], 3)
-    if gpu_ip and by.get(("reference", "ipmix")):
-        ratios["dali-gpu ipmix / reference ipmix (all cores)"] = round(
-            gpu_ip["samples_per_s"] / by[("reference", "ipmix")]["samples_per_s"], 2)
+        for with_jsd in _jsd_modes(jsd):
+            if method == "none" and with_jsd and False in _jsd_modes(jsd):
+                continue  # none has no augmented views: its JSD row is the same work
+            for backend in backends:
+                cfg = make_config(method, "imagenet", jsd=with_jsd and method != "none")
+                row = {"backend": backend, "method": method, "jsd": cfg.jsd,
+                       "batch_size": batch_size,
+                       "workers" if backend == "reference" else "dali_threads":
+                           workers if backend == "reference" else threads}
+                if backend == "dali-cpu":
+                    row["stage_workers"] = stage_workers
+                    if stage_workers == 1:
+                        row["stage_threads"] = stage_threads
+                if backend == "dali-gpu" and not gpu_available():
+                    row["error"] = "no CUDA GPU on this machine"
+                else:
+                    try:
+                        row.update(time_backend(backend, files, cfg, bank, batch_size, batches,
+                                                warmup, workers, threads,
+                                                stage_threads=stage_threads,
+                                                stage_workers=stage_workers))
+                    except (ImportError, ValueError, RuntimeError) as exc:
+                        # The row keeps the first line; the whole chain (an augmentation stage
+                        # error carries the stage's own traceback) goes to the log.
+                        row["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
+                        log("".join(traceback.format_exception(exc)).rstrip())
+                rows.append(row)
+                log(_table([row]).splitlines()[-1])
     result = {"benchmark": "bench", "description": __doc__.split("\n\n")[0],
               "data": str(data), "num_files": len(files), "image_size": 224,
               "mixing_pictures": len(bank), "batches": batches, "warmup": warmup,
-              "machine": _machine(), "rows": rows, "ratios": ratios, "table": _table(rows)}
+              "usable_cores": ncores, "machine": _machine(),
+              "loadavg": {"start": load_start, "end": os.getloadavg()},
+              "rows": rows, "ratios": _ratios(rows), "table": _table(rows)}
     if out:
         result["chart"] = chart or os.path.splitext(out)[0] + ".png"
         bar_chart(rows, result["chart"], f"ipmix-dali bench: batch {batch_size}, "
-                                         f"{result['machine']['cpu']}, {cores} cores")
+                                         f"{result['machine']['cpu']}, {ncores} cores")
+        write_json(out, result)
+    return result
+
+
+def _ratios(rows):
+    """dali-cpu against the reference per row set (whole machine and per core), and the GPU's."""
+    both = len({r["jsd"] for r in rows if r["method"] != "none"}) > 1
+
+    def label(r):  # " + JSD" only where rows with and without it sit side by side
+        return _label(r) if both else r["method"]
+
+    by = {(r["backend"], label(r), r.get("pinned_cores")): r for r in rows if "error" not in r}
+    ratios = {}
+    for (backend, label, pinned), cpu in by.items():
+        ref = by.get(("reference", label, pinned))
+        if backend != "dali-cpu" or ref is None:
+            continue
+        at = f" at {pinned} core{'s' * (pinned > 1)}" if pinned else ""
+        ratios[f"dali-cpu/reference {label}{at} (whole machine)"] = round(
+            cpu["samples_per_s"] / ref["samples_per_s"], 2)
+        ratios[f"dali-cpu/reference {label}{at} per core"] = round(
+            (cpu["samples_per_s"] / max(cpu["cpu_cores_used"], 1e-9))
+            / (ref["samples_per_s"] / max(ref["cpu_cores_used"], 1e-9)), 2)
+    pinned = sorted({r["pinned_cores"] for r in rows if "pinned_cores" in r})
+    if len(pinned) > 1:
+        lo, hi = pinned[0], pinned[-1]
+        for (backend, label, k), row in by.items():
+            base = by.get((backend, label, lo))
+            if k == hi and base is not None:
+                ratios[f"{backend} {label} scaling efficiency {lo}->{hi} cores"] = round(
+                    row["samples_per_s"] / (base["samples_per_s"] * hi / lo), 2)
+    gpu_none, gpu_ip = by.get(("dali-gpu", "none", None)), by.get(("dali-gpu", "ipmix", None))
+    if gpu_none and gpu_ip:
+        ratios["dali-gpu ipmix / dali-gpu none"] = round(
+            gpu_ip["samples_per_s"] / gpu_none["samples_per_s"], 3)
+    if gpu_ip and by.get(("reference", "ipmix", None)):
+        ratios["dali-gpu ipmix / reference ipmix (all cores)"] = round(
+            gpu_ip["samples_per_s"] / by[("reference", "ipmix", None)]["samples_per_s"], 2)
+    return ratios
+
+
+def _run_pinned(kwargs, cores, out, chart, log):
+    """Every row set once per core count, in a child process pinned to the first k usable
+    cores; one merged result."""
+    from ..executors.pool import usable_cores
+
+    available = sorted(os.sched_getaffinity(0))
+    if cores[0] < 1 or cores[-1] > len(available):
+        raise ValueError(f"--cores {','.join(map(str, cores))}: this process may use "
+                         f"{len(available)} core(s) (1..{len(available)})")
+    load_start = os.getloadavg()
+    rows, parts = [], []
+    for k in cores:
+        cpus = available[:k]
+        log(f"-- pinned to {k} core(s): CPUs {','.join(map(str, cpus))}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "part.json")
+            spec = dict(kwargs, cpus=cpus, out=path)
+            subprocess.run([sys.executable, "-m", "ipmix_dali.bench.pipeline", json.dumps(spec)],
+                           check=True)
+            with open(path) as f:
+                part = json.load(f)
+        for row in part["rows"]:
+            row["pinned_cores"] = k
+            log(_table([row]).splitlines()[-1])
+        rows += part["rows"]
+        parts.append({"pinned_cores": k, "cpus": cpus, "loadavg": part["loadavg"],
+                      "usable_cores": part["usable_cores"]})
+    result = {"benchmark": "bench", "description": __doc__.split("\n\n")[0],
+              "data": kwargs["data"], "image_size": 224, "batches": kwargs["batches"],
+              "warmup": kwargs["warmup"], "pinned": parts, "usable_cores": usable_cores(),
+              "machine": _machine(), "loadavg": {"start": load_start, "end": os.getloadavg()},
+              "rows": rows, "ratios": _ratios(rows), "table": _table(rows)}
+    if out:
+        result["chart"] = chart or os.path.splitext(out)[0] + ".png"
+        bar_chart(rows, result["chart"], f"ipmix-dali bench: batch {kwargs['batch_size']}, "
+                                         f"{result['machine']['cpu']}, pinned to "
+                                         f"{' and '.join(map(str, cores))} cores")
         write_json(out, result)
     return result
 
@@ -304,3 +430,15 @@ def _machine():
 
         info["gpu"] = _gpu_info(cupy)
     return info
+
+
+def _pinned_child(spec_json: str):
+    """``python -m ipmix_dali.bench.pipeline SPEC``: pin this process to ``cpus`` first (its
+    threads and children inherit the mask), then run the rows; the result goes to ``out``."""
+    spec = json.loads(spec_json)
+    os.sched_setaffinity(0, spec.pop("cpus"))
+    run_bench(**spec, chart=os.path.splitext(spec["out"])[0] + ".png")
+
+
+if __name__ == "__main__":
+    _pinned_child(sys.argv[1])
