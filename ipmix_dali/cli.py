@@ -222,7 +222,7 @@ def _core_counts(text):
 
 
 def _run_bench(args) -> int:
-    from .bench.pipeline import BACKENDS, run_bench
+    from .bench.input_pipeline import BACKENDS, run_bench
 
     backends = BACKENDS if args.backends is None else [b.strip() for b in args.backends.split(",")]
     result = run_bench(backends, [m.strip() for m in args.methods.split(",")], jsd=args.jsd,

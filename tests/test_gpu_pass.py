@@ -19,7 +19,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {MISSING!r}:
             raise ImportError(f"{{name}} is not on the GPU machine")
 sys.meta_path.insert(0, Block())
-import ipmix_dali.cli, ipmix_dali.bench.gpu, ipmix_dali.bench.pipeline, ipmix_dali.bench.train
+import ipmix_dali.cli, ipmix_dali.bench.gpu, ipmix_dali.bench.input_pipeline, ipmix_dali.bench.train
 import ipmix_dali.pipeline, ipmix_dali.loader, ipmix_dali.train.loop
 import ipmix_dali.executors.cupy_exec, ipmix_dali.mixing.fractals_gpu
 from ipmix_dali.tools.samples import sample_photos, write_jpeg_tree

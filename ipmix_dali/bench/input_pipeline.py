@@ -390,7 +390,7 @@ def _run_pinned(kwargs, cores, out, chart, log):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "part.json")
             spec = dict(kwargs, cpus=cpus, out=path)
-            subprocess.run([sys.executable, "-m", "ipmix_dali.bench.pipeline", json.dumps(spec)],
+            subprocess.run([sys.executable, "-m", "ipmix_dali.bench.input_pipeline", json.dumps(spec)],
                            check=True)
             with open(path) as f:
                 part = json.load(f)
@@ -433,7 +433,7 @@ def _machine():
 
 
 def _pinned_child(spec_json: str):
-    """``python -m ipmix_dali.bench.pipeline SPEC``: pin this process to ``cpus`` first (its
+    """``python -m ipmix_dali.bench.input_pipeline SPEC``: pin this process to ``cpus`` first (its
     threads and children inherit the mask), then run the rows; the result goes to ``out``."""
     spec = json.loads(spec_json)
     os.sched_setaffinity(0, spec.pop("cpus"))
