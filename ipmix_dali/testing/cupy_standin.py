@@ -167,11 +167,17 @@ class ndarray(np.ndarray):
 
     __module__ = "cupy"
 
+    device_id = 0  # the class default: an array of device 0 carries no attribute of its own
+
     def __array_finalize__(self, obj):
-        # Views keep their base's device; new arrays belong to the current device.
-        self.device_id = getattr(obj, "device_id", None)
-        if self.device_id is None:
-            self.device_id = DEVICE.current
+        # Views keep their base's device; new arrays belong to the current device. Only arrays
+        # of another device get an instance attribute: a per-array __dict__ on every view makes
+        # the garbage collector's work (and the measured host time) grow with the view count.
+        device_id = getattr(obj, "device_id", None)
+        if device_id is None:
+            device_id = DEVICE.current
+        if device_id:
+            self.device_id = device_id
 
     @property
     def device(self):
