@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from .config import MIXING_METHODS
-from .device import on_device
 from .plans import sample_plan
 from .rng import make_rng
 
@@ -53,10 +52,6 @@ class Augmenter:
     @property
     def mixes(self) -> bool:
         return self.config.method in MIXING_METHODS
-
-    def on_device(self):
-        """``with aug.on_device():`` the GPU work of a batch on this augmenter's device."""
-        return on_device(self.device_id)
 
     def plan(self, key, n: int):
         if self.bank is not None:
