@@ -79,12 +79,14 @@ _PHYSICAL_ORDER = {("cpu", "NCHW"): "VNCHW", ("cpu", "NHWC"): "VNHWC",
                    ("gpu", "NCHW"): "VCHNW", ("gpu", "NHWC"): "VHNWC"}
 
 
-def output_buffer(xp, device: str, layout: str, dtype: str, views: int, n: int, size: int):
+def output_buffer(xp, device: str, layout: str, dtype: str, views: int, n: int, size: int,
+                  empty=None):
     """(logical, samples): a (views, n, size, size, 3) view of a new buffer laid out for DALI,
-    and per view the list of its n per-sample arrays in ``layout`` (HWC or CHW)."""
+    and per view the list of its n per-sample arrays in ``layout`` (HWC or CHW). ``empty``
+    (shape, dtype) -> C-contiguous array allocates the buffer (default ``xp.empty``)."""
     order = _PHYSICAL_ORDER[(device, layout)]
     extent = {"V": views, "N": n, "H": size, "W": size, "C": 3}
-    physical = xp.empty(tuple(extent[a] for a in order), dtype=np.dtype(dtype))
+    physical = (empty or xp.empty)(tuple(extent[a] for a in order), np.dtype(dtype))
     logical = physical.transpose(tuple(order.index(a) for a in "VNHWC"))
     samples = []
     for v in range(views):
@@ -112,6 +114,9 @@ class AugmentStage:
 
     An exception inside the stage is kept in ``error`` (with the batch number in
     ``error_batch``) before DALI wraps it, so the loader can re-raise it as itself.
+
+    On the CPU the arrays a call returns are views of one output buffer that the next call
+    overwrites (DALI copies them before it calls the stage again); copy them to keep them.
     """
 
     def __init__(self, config, bank, executor, seed: int, shard_id: int, iters: int,
@@ -131,6 +136,7 @@ class AugmentStage:
         self.error, self.error_batch = None, None
         self.augmenter = Augmenter(config, bank, executor, device, device_id)
         self.xp, self.device_id = self.augmenter.xp, self.augmenter.device_id
+        self._output = None  # (key, logical, samples): the CPU stage's output buffer
 
     @property
     def _bank_images(self):
@@ -169,12 +175,29 @@ class AugmentStage:
         plan = self.plan(batch, x.shape[0])
         pics = self._stack(pictures) if pictures is not None else None  # reader mode
         jsd = 1 if self.config.jsd else 0
-        logical, samples = output_buffer(self.xp, self.device, self.layout, self.dtype,
-                                         jsd + plan.views, x.shape[0], self.config.image_size)
+        logical, samples = self._output_buffer(jsd + plan.views, x.shape[0])
         self.augmenter.views(x, plan, pictures=pics, out=logical)
+        samples = [list(view) for view in samples]
         if self.emit_input:
             samples.append(list(images))
         return tuple(samples) if len(samples) > 1 else samples[0]
+
+    def _output_buffer(self, views: int, n: int):
+        """The batch's output buffer. On the CPU it is kept from batch to batch: DALI copies a
+        python_function's outputs before it calls it again, and a fresh buffer of a JSD batch
+        (58 MB at 32 x 224 px, float32) costs more in page faults than the copy itself. A pool
+        executor provides it in shared memory, so its workers write DALI's buffer in place.
+        On the GPU each batch gets a new one from CuPy's pool (DALI reads it asynchronously)."""
+        if self.device == "gpu":
+            return output_buffer(self.xp, self.device, self.layout, self.dtype, views, n,
+                                 self.config.image_size)
+        key = (views, n)
+        if self._output is None or self._output[0] != key:
+            self._output = None  # the old block goes before the new one is made
+            self._output = (key,) + output_buffer(
+                np, "cpu", self.layout, self.dtype, views, n, self.config.image_size,
+                empty=getattr(self.executor, "output_array", None))
+        return self._output[1:]
 
 
 def stage_output_layouts(layout: str, views: int, emit_input: bool = False):

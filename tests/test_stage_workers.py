@@ -13,7 +13,7 @@ import pytest
 
 from ipmix_dali import make_config, make_rng, sample_plan
 from ipmix_dali.executors import get_executor, stage_executor
-from ipmix_dali.executors.numpy_exec import NumpyExecutor
+from ipmix_dali.executors.numpy_exec import NumpyExecutor, slice_plan
 from ipmix_dali.executors.pool import PoolExecutor, StageWorkerError
 from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.tools.samples import sample_photos
@@ -80,6 +80,30 @@ def test_1_2_4_workers_give_the_numpy_executors_pixels(method, pools, batch):
     cfg, plan, pics = _plan(method, bank, iteration=1)
     assert np.array_equal(pools[4].apply(images, pics, plan),
                           NumpyExecutor().apply(images, pics, plan))
+
+
+@pytest.mark.parametrize("method", ["ipmix", "layermix"])
+def test_output_array_is_written_in_place(method, batch):
+    """The stage's way: views of ``output_array`` (shared memory, DALI's channels-first layout)
+    as ``out``: the workers write them in place (no scratch block, no copy back), with the
+    pixels of one NumPy executor over the whole batch in one chunk, in chunks of 1, or in the
+    default small chunks; also for a batch smaller than the worker count (empty tasks)."""
+    images, bank = batch
+    cfg, plan, pics = _plan(method, bank)
+    want = NumpyExecutor(chunk_size=N).apply(images, pics, plan)
+    assert np.array_equal(NumpyExecutor(chunk_size=1).apply(images, pics, plan), want)
+    assert np.array_equal(NumpyExecutor().apply(images, pics, plan), want)
+    with PoolExecutor(4) as pool:
+        for n in (N, 2):
+            sub = slice_plan(plan, 0, n)
+            out = pool.output_array((1 + plan.views, n, 3, SIZE, SIZE), np.float32)
+            out = out.transpose(0, 1, 3, 4, 2)
+            pool.normalize(images[:n], cfg, out=out[0])
+            got = pool.apply(images[:n], None if pics is None else pics[:n], sub, out=out[1:])
+            assert np.shares_memory(got, out)
+            assert np.array_equal(out[1:], want[:, :n]), n
+            assert np.array_equal(out[0], NumpyExecutor().normalize(images[:n], cfg)), n
+        assert pool._segments["scratch"].shm is None  # nothing was copied back
 
 
 def test_stage_executor_choices():

@@ -37,6 +37,10 @@ from multiprocessing import connection, shared_memory
 import numpy as np
 
 from . import base
+from .numpy_exec import DEFAULT_CHUNK_SIZE
+
+# Slices of a batch per worker, handed out as workers finish (load balance).
+TASKS_PER_WORKER = 4
 
 __all__ = ["PoolExecutor", "StageWorkerError", "stage_executor", "default_stage_workers",
            "usable_cores"]
@@ -71,7 +75,7 @@ def default_stage_workers(cores=None) -> int:
     return max(1, cores)
 
 
-def stage_executor(workers: int = 0, chunk_size: int = 32):
+def stage_executor(workers: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE):
     """The CPU stage's executor for ``workers`` processes: 0 = :func:`default_stage_workers`,
     1 = the NumPy executor in the stage's own thread, N > 1 = a :class:`PoolExecutor`."""
     from .numpy_exec import NumpyExecutor
@@ -104,8 +108,23 @@ class _Segment:
             self.linked = True
         return _view(self.shm.buf, shape, dtype, order)
 
-    def spec(self, arr: np.ndarray, order):
-        return (self.shm.name, self.shm.size, tuple(arr.shape), arr.dtype.str, order)
+    def spec(self, arr: np.ndarray):
+        """(name, size, byte offset, shape, strides, dtype) of ``arr``, a view on the block."""
+        return (self.shm.name, self.shm.size, self.offset(arr), tuple(arr.shape),
+                tuple(arr.strides), arr.dtype.str)
+
+    def offset(self, arr: np.ndarray):
+        """The byte offset of ``arr``'s first element in the block, or None if ``arr`` is not
+        a view on it (its lowest and highest addresses inside the block)."""
+        if self.shm is None or arr.size == 0:
+            return None
+        start = np.frombuffer(self.shm.buf, np.uint8, count=1).__array_interface__["data"][0]
+        first = arr.__array_interface__["data"][0]
+        low = first + sum(st * (n - 1) for st, n in zip(arr.strides, arr.shape) if st < 0)
+        high = first + sum(st * (n - 1) for st, n in zip(arr.strides, arr.shape) if st > 0)
+        if low < start or high + arr.itemsize > start + self.shm.size:
+            return None
+        return first - start
 
     def unlink(self):
         if self.shm is not None and self.linked:
@@ -127,6 +146,12 @@ def _view(buf, shape, dtype, order):
     order = tuple(range(len(shape))) if order is None else tuple(order)
     physical = np.ndarray(tuple(shape[a] for a in order), dtype=dtype, buffer=buf)
     return physical.transpose(np.argsort(order))
+
+
+def _spec_view(buf, spec):
+    """The array a :meth:`_Segment.spec` describes, over the mapped block ``buf``."""
+    _, _, offset, shape, strides, dtype = spec
+    return np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=offset, strides=strides)
 
 
 def _physical_order(arr: np.ndarray):
@@ -177,13 +202,16 @@ class PoolExecutor:
 
     name = "pool"
 
-    def __init__(self, workers: int, chunk_size: int = 32):
+    def __init__(self, workers: int, chunk_size: int = DEFAULT_CHUNK_SIZE):
         if int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers, self.chunk_size = int(workers), int(chunk_size)
         self._procs, self._conns = [], []
-        # images and pictures: stacked by the stage (stack_samples) or copied in by apply.
-        self._segments = {role: _Segment() for role in ("images", "pictures", "out")}
+        # images and pictures: stacked by the stage (stack_samples) or copied in by apply;
+        # out: the caller's output buffer (output_array), written by the workers in place;
+        # scratch: the output of a call whose ``out`` is not in shared memory, copied back.
+        self._segments = {role: _Segment()
+                          for role in ("images", "pictures", "out", "scratch")}
         self._stacked = []  # (array, segment) of this batch's stack_samples calls
         self._broken = None
         self._batches = 0  # batches applied (error messages)
@@ -255,20 +283,28 @@ class PoolExecutor:
         self._stacked.append((arr, seg))
         return arr
 
+    def output_array(self, shape, dtype, order=None) -> np.ndarray:
+        """A ``shape`` array (physical axis ``order``) in shared memory that the workers write
+        in place: pass it (or views of it) as ``out`` and no copy back is made. It stays the
+        same block while the shape fits, so each call overwrites the previous call's output:
+        the DALI stage returns it to DALI, which copies it before the next batch."""
+        return self._segments["out"].array(shape, dtype, order)
+
     def _shared(self, role, arr, taken):
         """The spec of ``arr`` in shared memory: its own block if the stage stacked it there,
         else a copy in a block no other input of this batch uses (``taken``)."""
         for stacked, seg in self._stacked:
             if stacked is arr:
                 taken.append(seg)
-                return seg.spec(arr, None)
+                return seg.spec(arr)
         busy = taken + [seg for _, seg in self._stacked]
-        free = [s for r, s in self._segments.items() if r != "out" and s not in busy]
+        free = [s for r, s in self._segments.items()
+                if r in ("images", "pictures") and s not in busy]
         seg = self._segments[role] if self._segments[role] in free else free[0]
         taken.append(seg)
-        view = seg.array(arr.shape, np.uint8)
+        view = seg.array(arr.shape, arr.dtype)
         view[...] = arr
-        return seg.spec(view, None)
+        return seg.spec(view)
 
     def normalize(self, images, config, out=None, dtype="float32"):
         """JSD's clean view, on the workers too (one slice each)."""
@@ -296,63 +332,90 @@ class PoolExecutor:
         return result
 
     def _run(self, kind, specs, result, n, payload):
-        """Send every worker its slice [start, stop) of ``n`` samples (an empty one too: it
-        maps the blocks all the same), wait for all, copy the shared output into ``result``.
-        The workers write the output in the caller's layout (e.g. DALI's channels-first
-        buffer), so the copy back is one pass over contiguous memory."""
+        """Run ``kind`` on slices of the ``n`` samples on the workers (:meth:`_distribute`) and
+        wait for all. A ``result`` on :meth:`output_array`'s
+        block is written in place; any other is written by the workers into a scratch block
+        in its own layout (e.g. DALI's channels-first buffer) and copied back, one pass over
+        contiguous memory."""
         self.start()
-        order = _physical_order(result)
-        shared_out = self._segments["out"].array(result.shape, result.dtype, order)
-        specs = dict(specs, out=self._segments["out"].spec(shared_out, order))
-        bounds = np.linspace(0, n, self.workers + 1).round().astype(int)
+        if self._segments["out"].offset(result) is not None:  # output_array: in place
+            shared_out = None
+            specs = dict(specs, out=self._segments["out"].spec(result))
+        else:  # elsewhere: the workers write a block in its layout, copied back below
+            shared_out = self._segments["scratch"].array(result.shape, result.dtype,
+                                                         _physical_order(result))
+            specs = dict(specs, out=self._segments["scratch"].spec(shared_out))
         # the blocks that exist now: a worker unmaps the others (replaced by larger ones)
         live = [seg.shm.name for seg in self._segments.values() if seg.shm is not None]
-        for w, conn in enumerate(self._conns):
-            start, stop = int(bounds[w]), int(bounds[w + 1])
-            task = (kind, specs, live, start, stop,
-                    payload(start, stop) if stop > start else None)
-            try:
-                conn.send(task)
-            except OSError:
-                pass  # a dead worker: reported by _collect
-        error = self._collect()
+        error = self._distribute(kind, specs, live, n, payload)
         used = {spec[0] for spec in specs.values()}
         for seg in self._segments.values():
             if seg.shm is not None and seg.shm.name in used:
                 seg.unlink()  # every worker has mapped it now
         if error is not None:
             raise error
-        np.copyto(result, shared_out)
+        if shared_out is not None:
+            np.copyto(result, shared_out)
 
-    def _collect(self):
-        """Every worker's reply; returns the first worker exception, raises for a dead worker."""
-        pending = dict(zip(self._conns, range(len(self._conns))))
+    def _distribute(self, kind, specs, live, n, payload):
+        """Run the slices of ``n`` samples on the workers, a few slices per worker handed out
+        as workers finish (IPMix's cost per sample varies with its patches: equal shares would
+        wait for the slowest). Every worker gets at least one task per call, an empty one if
+        need be, so it maps this call's blocks before they are unlinked. Returns the first
+        worker exception; raises StageWorkerError for a dead worker."""
+        step = max(1, -(-n // (self.workers * TASKS_PER_WORKER)))
+        slices = [(a, min(a + step, n)) for a in range(0, n, step)]
+        slices += [(n, n)] * max(0, self.workers - len(slices))
+        slices.reverse()  # pop() hands them out from the first sample on
+        index = {conn: w for w, conn in enumerate(self._conns)}
+        outstanding = dict.fromkeys(self._conns, 0)
+
+        def hand_out(conn):
+            start, stop = slices.pop()
+            task = (kind, specs, live, start, stop,
+                    payload(start, stop) if stop > start else None)
+            outstanding[conn] += 1
+            try:
+                conn.send(task)
+            except OSError:
+                pass  # a dead worker: reported when its reply does not come
+
+        # two tasks in flight per worker: the next one is waiting when a slice is done
+        for _ in range(2):
+            for conn in self._conns:
+                if slices:
+                    hand_out(conn)
         error = None
         try:
-            while pending:
-                for conn in connection.wait(list(pending)):
-                    w = pending.pop(conn)
+            while any(outstanding.values()):
+                for conn in connection.wait([c for c, k in outstanding.items() if k]):
                     try:
                         reply = conn.recv()
                     except (EOFError, OSError):
-                        proc = self._procs[w]
-                        try:
-                            proc.wait(timeout=2)
-                        except subprocess.TimeoutExpired:
-                            pass
-                        self._broken = (f"worker {w} (pid {proc.pid}) {_exit_status(proc)} "
-                                        f"during batch {self._batches} of this executor")
-                        self.close()
-                        raise StageWorkerError(
-                            f"a CPU augmentation stage worker died: {self._broken} (out of "
-                            f"memory? lower --batch-size or --stage-workers)") from None
+                        self._dead(index[conn])
+                    outstanding[conn] -= 1
                     if reply[0] == "error" and error is None:
                         error = _rebuild(reply[1], reply[2])
+                    if slices and error is None:
+                        hand_out(conn)
         except BaseException:
             if self._procs:  # interrupted (Ctrl-C) mid-batch: replies would be out of step
                 self.close()
             raise
         return error
+
+    def _dead(self, w):
+        proc = self._procs[w]
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        self._broken = (f"worker {w} (pid {proc.pid}) {_exit_status(proc)} "
+                        f"during batch {self._batches} of this executor")
+        self.close()
+        raise StageWorkerError(
+            f"a CPU augmentation stage worker died: {self._broken} (out of "
+            f"memory? lower --batch-size or --stage-workers)") from None
 
 
 def _rebuild(payload, text):
@@ -376,7 +439,7 @@ def _worker(fd: int, chunk_size: int):
     mapped = {}  # block name -> mmap; the parent owns (and unlinks) the blocks
 
     def array(spec):
-        name, size, shape, dtype, order = spec
+        name, size = spec[:2]
         if name not in mapped:
             import _posixshmem
             import mmap
@@ -386,7 +449,7 @@ def _worker(fd: int, chunk_size: int):
                 mapped[name] = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
-        return _view(mapped[name], shape, np.dtype(dtype), order)
+        return _spec_view(mapped[name], spec)
 
     while True:
         try:
