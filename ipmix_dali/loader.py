@@ -121,6 +121,7 @@ class DaliLoader:
         self.iters = iters_per_epoch(len(files), batch_size, num_shards)
         self.epoch = 0
         self._position = 0         # batches consumed in the current epoch
+        self._epoch_done = False   # restored after the epoch's last batch: it ends first
         self._make(None)
 
     def _make(self, checkpoint):
@@ -175,6 +176,10 @@ class DaliLoader:
     def __next__(self):
         if self._it is None:
             raise RuntimeError("this loader is closed: build a new one (or load_state_dict)")
+        if self._epoch_done:
+            self._epoch_done = False
+            self._end_epoch()
+            raise StopIteration
         try:
             out = next(self._it)[0]
         except StopIteration:
@@ -217,9 +222,15 @@ class DaliLoader:
             raise ValueError(f"loader state is for {state['num_files']} files in batches of "
                              f"{state['batch_size']}, this loader has {len(self.files)} and "
                              f"{self.batch_size}: resume with the same data and batch size")
+        delivered = len(self)  # the batches an epoch hands out
         self.epoch = int(state["epoch"])
         self._position = int(state["position"])
         self._make(state["dali"])
+        # A state taken after the epoch's last batch, before the iterator said so: DALI's
+        # checkpoint there is the next epoch's start, so the restored loader ends the epoch
+        # first (no batch), as the original did, instead of handing out the next one as the
+        # rest of this epoch.
+        self._epoch_done = self._position >= delivered
 
 
 def train_loader(files: FileList, config, *, batch_size: int, bank=None, mixing_files=None,
