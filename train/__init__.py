@@ -7,5 +7,6 @@
 * ``metrics.py``: what is recorded per step and epoch (metrics.jsonl, TensorBoard, progress);
 * ``checkpoint.py``: atomic checkpoints and resume; ``distributed.py``: torchrun / DDP;
   ``losses.py``: the JSD loss; ``schedule.py``: warmup + cosine; ``synthetic.py``: ``--data
-  synthetic``.
+  synthetic``; ``runlock.py``: one training per run folder; ``faults.py``: a test hook
+  (``IPMIX_DALI_FAULT``) that kills a rank at a named point, for the torchrun restart tests.
 """

@@ -10,6 +10,7 @@ import re
 import torch
 
 from ipmix_dali.atomic import DiskFullError, atomic_write
+from ipmix_dali.train import faults
 
 log = logging.getLogger("ipmix_dali.train")
 
@@ -25,7 +26,7 @@ def save_checkpoint(folder, step: int, state: dict, keep: int = 2, best: bool = 
     path = os.path.join(folder, _NAME.format(step))
     try:
         with atomic_write(path) as f:
-            torch.save(state, f)
+            torch.save(state, faults.checkpoint_file(f, step, _state_bytes(state)))
     except DiskFullError as exc:
         previous = list_checkpoints(folder)
         kept = (f"the previous checkpoint {previous[-1]} is intact" if previous
@@ -67,6 +68,22 @@ def _state_bytes(obj) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(_state_bytes(v) for v in obj)
     return 0
+
+
+def remove_partial_writes(folder) -> list:
+    """Remove the temp files of checkpoint writes that a killed run left (``atomic_write``'s
+    ``.checkpoint_stepN.pt.*.tmp``, a link's ``checkpoint_last.pt.PID.tmp``); the paths
+    removed. Only the holder of the run folder's lock may call it (no write is under way)."""
+    removed = []
+    for pattern in (".checkpoint_step*.pt.*.tmp", f"{LAST}.*.tmp", f"{BEST}.*.tmp"):
+        for path in glob.glob(os.path.join(glob.escape(os.fspath(folder)), pattern)):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                removed.append(path)
+    if removed:
+        log.warning("removed %d unfinished checkpoint write(s) of an interrupted run: %s",
+                    len(removed), ", ".join(os.path.basename(p) for p in sorted(removed)))
+    return sorted(removed)
 
 
 def list_checkpoints(folder):

@@ -25,11 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from ipmix_dali.atomic import DiskFullError, write_json
+from ipmix_dali.train import faults
 from ipmix_dali.train.checkpoint import (
     list_checkpoints,
     load_latest,
     load_resume_file,
     newer_than,
+    remove_partial_writes,
     save_checkpoint,
 )
 from ipmix_dali.train.config import (
@@ -172,6 +174,7 @@ def evaluate(model, loader, device, channels_last=False, dist_=None):
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             scores.add(model(images), labels)
+            faults.at_validation()  # a test hook (IPMIX_DALI_FAULT), nothing otherwise
     model.train()
     correct1, correct5, total, loss_sum = scores.top1, scores.top5, scores.n, scores.loss_sum
     if dist_ is not None:
@@ -219,6 +222,7 @@ def train_one_epoch(net, loader, optimizer, scheduler, scaler, cfg, device, amp_
     clock = EpochClock()
     for images, labels in loader:
         clock.batch_arrived()
+        faults.at_step(step + 1)  # a test hook (IPMIX_DALI_FAULT), nothing otherwise
         # On the GPU both already live there (the pipelines put the labels on the GPU inside
         # the DALI graph): no copy from pageable memory, no host sync.
         images = images.to(device)
@@ -281,11 +285,12 @@ def _elastic_resume(cfg: TrainConfig, d) -> TrainConfig:
     > 0) resume from the newest checkpoint that loads, whatever --resume says: the command line
     is the first attempt's, and --resume none or PATH would start over or go back."""
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    if restarts <= 0 or cfg.resume == "auto":
+    if restarts <= 0:
         return cfg
     if d.main:
-        print(f"torchelastic restart {restarts}: --resume {cfg.resume} taken as --resume auto "
-              f"(the newest checkpoint in {cfg.out})", flush=True)
+        taken = "" if cfg.resume == "auto" else " taken as --resume auto"
+        print(f"torchelastic restart {restarts}: --resume {cfg.resume}{taken} (the newest "
+              f"checkpoint in {cfg.out})", flush=True)
     return dataclasses.replace(cfg, resume="auto")
 
 
@@ -323,6 +328,7 @@ def _train(cfg: TrainConfig, d, closing) -> dict:
     # resume: every rank reads the same file and takes its own loader state
     if d.main:
         os.makedirs(cfg.out, exist_ok=True)
+        remove_partial_writes(cfg.out)  # a run killed while writing a checkpoint left them
     d.barrier()
     metrics_path = os.path.join(cfg.out, "metrics.jsonl")
     step, epoch = 0, 0
