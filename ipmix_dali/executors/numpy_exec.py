@@ -190,19 +190,24 @@ class NumpyExecutor:
         mix = np.zeros((n, v) + chains_u8.shape[3:], dtype=np.float32)
         if dirty is not None:
             dirty = dirty.reshape(n, v, k, 4)
+            term = np.empty_like(mix)
         for c in range(k):
+            wc = weights[:, :, c]
             if dirty is None:
                 term = self._pre(chains_u8[:, :, c], cfg)
+                term *= wc
             else:
+                # w * pre(y_c): pre(x) * w where the chain left x as it was, recomputed only
+                # inside its box (one pass for the clean area, no copy of pre(x) first)
                 d = dirty[:, :, c]
                 full = (d[..., 0] == 0) & (d[..., 1] == 0) & (d[..., 2] == h) & (d[..., 3] == w)
-                term = np.broadcast_to(clean, (n, v) + clean1.shape[1:]).copy()
+                np.multiply(clean, wc, out=term)
                 if full.any():
-                    term[full] = self._pre(chains_u8[:, :, c][full], cfg)
+                    term[full] = self._pre(chains_u8[:, :, c][full], cfg) * wc[full]
                 for i, j in zip(*np.nonzero(~full & (d[..., 2] > d[..., 0]))):
                     t0, l0, t1, l1 = (int(val) for val in d[i, j])
-                    term[i, j, t0:t1, l0:l1] = self._pre(chains_u8[i, j, c, t0:t1, l0:l1], cfg)
-            term *= weights[:, :, c]
+                    term[i, j, t0:t1, l0:l1] = (self._pre(chains_u8[i, j, c, t0:t1, l0:l1], cfg)
+                                                * wc[i, j])
             mix += term
         m = plan.m[..., None, None, None]
         mix *= m
