@@ -41,6 +41,10 @@ class Augmenter:
         self.device, self.device_id = device, device_id
         self.xp = np
         self._resident = None
+        if device == "cpu":  # the executor's temporaries reuse freed memory (no page faults)
+            from .memory import keep_freed_memory
+
+            keep_freed_memory()
         if device == "gpu":
             from .device import current_device_id, import_cupy
 

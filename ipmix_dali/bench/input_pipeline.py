@@ -277,6 +277,11 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                                 threads=threads, mixing_set=mixing_set,
                                 stage_threads=stage_threads, stage_workers=stage_workers),
                            sorted({int(c) for c in cores}), out, chart, log)
+    # The CPU stage's malloc settings (ipmix_dali.memory), for both backends alike: set here,
+    # before any row, the reference's DataLoader workers inherit them.
+    from ..memory import keep_freed_memory
+
+    malloc_kept = keep_freed_memory()
     ncores = usable_cores()
     workers = ncores if workers is None else workers
     threads = ncores if threads is None else threads
@@ -326,6 +331,8 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
               "data": str(data), "num_files": len(files), "image_size": 224,
               "mixing_pictures": len(bank), "batches": batches, "warmup": warmup,
               "usable_cores": ncores, "machine": _machine(),
+              "malloc": ("freed memory kept (ipmix_dali.memory), both backends" if malloc_kept
+                         else "glibc defaults"),
               "loadavg": {"start": load_start, "end": os.getloadavg()},
               "rows": rows, "ratios": _ratios(rows), "table": _table(rows)}
     if out:

@@ -429,10 +429,12 @@ def _rebuild(payload, text):
 
 # --- the worker process ----------------------------------------------------------------------
 def _worker(fd: int, chunk_size: int):
+    from ..memory import keep_freed_memory
     from ..plans import Plan
     from .numpy_exec import NumpyExecutor
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C stops
+    keep_freed_memory()  # the executor's temporaries reuse freed memory (no page faults)
 
     conn = connection.Connection(fd)
     executor = NumpyExecutor(chunk_size=chunk_size)
