@@ -203,6 +203,9 @@ def _add_bench(sub):
     p.add_argument("--cores", default=None,
                    help="comma list of core counts, e.g. 1,2: every row set once per count, "
                         "pinned to that many cores (like taskset), side by side")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every row set this many times, the backends taking turns; "
+                        "rows report the median (a machine's speed drifts)")
     p.add_argument("--mixing-set", default=None, help="mixing pictures (default: built-in fractals)")
     p.add_argument("--out", default="bench/results/bench_cpu.json")
     p.add_argument("--chart", default=None, help="PNG chart (default: next to --out)")
@@ -230,7 +233,8 @@ def _run_bench(args) -> int:
                        data=args.data, images=args.images, workers=args.workers,
                        threads=args.threads, stage_threads=args.stage_threads,
                        stage_workers=args.stage_workers, cores=_core_counts(args.cores),
-                       mixing_set=args.mixing_set, out=args.out, chart=args.chart)
+                       mixing_set=args.mixing_set, out=args.out, chart=args.chart,
+                       rounds=args.rounds)
     print(result["table"])
     for name, value in result["ratios"].items():
         print(f"{name}: {value}")

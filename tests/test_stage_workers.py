@@ -372,8 +372,9 @@ def test_train_stage_workers_flag_and_sigterm(tmp_path):
 
 
 def test_bench_side_by_side_pinned_to_1_and_2_cores(tmp_path, capsys):
-    """`ipmix-dali bench --cores 1,2 --jsd both`: every row set pinned to 1 and to 2 cores in one
-    run, with the stage's workers per core count, cores used, load averages and the ratios."""
+    """`ipmix-dali bench --cores 1,2 --jsd both --rounds 2`: every row set pinned to 1 and to 2
+    cores in one run, twice, with the stage's workers per core count, cores used, load
+    averages, every round's rate and the ratios."""
     import json
 
     from ipmix_dali.cli import main
@@ -384,12 +385,17 @@ def test_bench_side_by_side_pinned_to_1_and_2_cores(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--methods", "ipmix", "--backends", "reference,dali-cpu",
                  "--batch-size", "4", "--batches", "4", "--data", data, "--jsd", "both",
-                 "--cores", "1,2", "--out", str(out)]) == 0
+                 "--cores", "1,2", "--rounds", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
+    assert result["rounds"] == 2
+    for r in result["rows"]:  # two rounds each, the row is the slower (median of 2) one
+        assert len(r["samples_per_s_rounds"]) == 2
+        assert r["samples_per_s"] == min(r["samples_per_s_rounds"])
     rows = {(r["pinned_cores"], r["backend"], r["jsd"]): r for r in result["rows"]}
     assert set(rows) == {(k, b, j) for k in (1, 2) for b in ("reference", "dali-cpu")
                          for j in (False, True)}
     assert [p["usable_cores"] for p in result["pinned"]] == [1, 2]
+    assert result["malloc"] == "freed memory kept (ipmix_dali.memory), both backends"
     for k in (1, 2):
         assert rows[(k, "reference", True)]["workers"] == k
         assert rows[(k, "dali-cpu", True)]["stage_workers"] == k  # 1: the stage's own thread

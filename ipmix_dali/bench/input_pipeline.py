@@ -250,12 +250,16 @@ def _jsd_modes(jsd):
 def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, batch_size=32,
               batches=16, warmup=1, data=None, images=128, workers=None, threads=None,
               mixing_set=None, out="bench/results/bench_cpu.json", chart=None,
-              log=print, stage_threads=1, stage_workers=0, cores=None) -> dict:
+              log=print, stage_threads=1, stage_workers=0, cores=None, rounds=1) -> dict:
     """Time every (backend, method, JSD) row; write the JSON result and the PNG chart.
 
     ``jsd``: False, True or "both". ``stage_workers``: the dali-cpu stage's processes (0: one
     per usable core, 1: the stage's own thread with ``stage_threads`` threads). ``cores``: a
-    list of core counts, each row set run pinned to that many cores (module docstring)."""
+    list of core counts, each row set run pinned to that many cores (module docstring).
+    ``rounds``: each row set measured that many times, the backends taking turns, and every
+    row reports its median samples/s (``samples_per_s_rounds`` lists them): the speed of a
+    shared or throttled machine drifts by tens of percent within minutes, and rows next to
+    each other in time see the same drift."""
     from ..datasets import scan_image_folder
     from ..executors.pool import default_stage_workers, usable_cores
     from ..mixing.bank import default_cache_dir, load_mixing_bank
@@ -275,7 +279,8 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                                 batch_size=batch_size, batches=batches, warmup=warmup,
                                 data=str(data), images=images, workers=workers,
                                 threads=threads, mixing_set=mixing_set,
-                                stage_threads=stage_threads, stage_workers=stage_workers),
+                                stage_threads=stage_threads, stage_workers=stage_workers,
+                                rounds=rounds),
                            sorted({int(c) for c in cores}), out, chart, log)
     # The CPU stage's malloc settings (ipmix_dali.memory), for both backends alike: set here,
     # before any row, the reference's DataLoader workers inherit them.
@@ -302,8 +307,9 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
         for with_jsd in _jsd_modes(jsd):
             if method == "none" and with_jsd and False in _jsd_modes(jsd):
                 continue  # none has no augmented views: its JSD row is the same work
+            cfg = make_config(method, "imagenet", jsd=with_jsd and method != "none")
+            pair = []
             for backend in backends:
-                cfg = make_config(method, "imagenet", jsd=with_jsd and method != "none")
                 row = {"backend": backend, "method": method, "jsd": cfg.jsd,
                        "batch_size": batch_size,
                        "workers" if backend == "reference" else "dali_threads":
@@ -314,22 +320,30 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                         row["stage_threads"] = stage_threads
                 if backend == "dali-gpu" and not gpu_available():
                     row["error"] = "no CUDA GPU on this machine"
-                else:
+                pair.append((row, []))
+            for _ in range(max(1, int(rounds))):  # the backends take turns
+                for row, runs in pair:
+                    if "error" in row:
+                        continue
                     try:
-                        row.update(time_backend(backend, files, cfg, bank, batch_size, batches,
-                                                warmup, workers, threads,
-                                                stage_threads=stage_threads,
-                                                stage_workers=stage_workers))
+                        runs.append(time_backend(row["backend"], files, cfg, bank, batch_size,
+                                                 batches, warmup, workers, threads,
+                                                 stage_threads=stage_threads,
+                                                 stage_workers=stage_workers))
                     except (ImportError, ValueError, RuntimeError) as exc:
                         # The row keeps the first line; the whole chain (an augmentation stage
                         # error carries the stage's own traceback) goes to the log.
                         row["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
                         log("".join(traceback.format_exception(exc)).rstrip())
+            for row, runs in pair:
+                if runs and "error" not in row:
+                    row.update(_median_run(runs))
                 rows.append(row)
                 log(_table([row]).splitlines()[-1])
     result = {"benchmark": "bench", "description": __doc__.split("\n\n")[0],
               "data": str(data), "num_files": len(files), "image_size": 224,
               "mixing_pictures": len(bank), "batches": batches, "warmup": warmup,
+              "rounds": max(1, int(rounds)),
               "usable_cores": ncores, "machine": _machine(),
               "malloc": ("freed memory kept (ipmix_dali.memory), both backends" if malloc_kept
                          else "glibc defaults"),
@@ -341,6 +355,16 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                                          f"{result['machine']['cpu']}, {ncores} cores")
         write_json(out, result)
     return result
+
+
+def _median_run(runs):
+    """The run with the median samples/s (its resources with it), plus every run's rate."""
+    ranked = sorted(runs, key=lambda r: r["samples_per_s"])
+    row = dict(ranked[(len(ranked) - 1) // 2])
+    if len(runs) > 1:  # in the order they ran
+        row["samples_per_s_rounds"] = [r["samples_per_s"] for r in runs]
+        row["loadavg_1min"] = [runs[0]["loadavg_1min"][0], runs[-1]["loadavg_1min"][1]]
+    return row
 
 
 def _ratios(rows):
@@ -390,27 +414,41 @@ def _run_pinned(kwargs, cores, out, chart, log):
         raise ValueError(f"--cores {','.join(map(str, cores))}: this process may use "
                          f"{len(available)} core(s) (1..{len(available)})")
     load_start = os.getloadavg()
-    rows, parts = [], []
-    for k in cores:
-        cpus = available[:k]
-        log(f"-- pinned to {k} core(s): CPUs {','.join(map(str, cpus))}")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "part.json")
-            spec = dict(kwargs, cpus=cpus, out=path)
-            subprocess.run([sys.executable, "-m", "ipmix_dali.bench.input_pipeline", json.dumps(spec)],
-                           check=True)
-            with open(path) as f:
-                part = json.load(f)
-        for row in part["rows"]:
-            row["pinned_cores"] = k
-            log(_table([row]).splitlines()[-1])
-        rows += part["rows"]
-        parts.append({"pinned_cores": k, "cpus": cpus, "loadavg": part["loadavg"],
-                      "usable_cores": part["usable_cores"]})
+    rounds = max(1, int(kwargs.get("rounds", 1)))
+    # Rounds outermost (every core count once per round, one child each): the 1- and 2-core
+    # rows of a round run minutes apart at most, so the scaling efficiencies see one speed.
+    measured, parts = {}, []
+    for r in range(rounds):
+        for k in cores:
+            cpus = available[:k]
+            log(f"-- pinned to {k} core(s): CPUs {','.join(map(str, cpus))}"
+                + (f", round {r + 1} of {rounds}" if rounds > 1 else ""))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "part.json")
+                spec = dict(kwargs, cpus=cpus, out=path, rounds=1)
+                subprocess.run([sys.executable, "-m", "ipmix_dali.bench.input_pipeline",
+                                json.dumps(spec)], check=True)
+                with open(path) as f:
+                    part = json.load(f)
+            for row in part["rows"]:
+                row["pinned_cores"] = k
+                log(_table([row]).splitlines()[-1])
+                key = (k, row["backend"], row["method"], row["jsd"])
+                measured.setdefault(key, []).append(row)
+            if r == 0:
+                parts.append({"pinned_cores": k, "cpus": cpus, "loadavg": part["loadavg"],
+                              "usable_cores": part["usable_cores"],
+                              "malloc": part.get("malloc")})
+    rows = []
+    for runs in measured.values():
+        failed = [row for row in runs if "error" in row]
+        rows.append(failed[0] if failed else _median_run(runs))
     result = {"benchmark": "bench", "description": __doc__.split("\n\n")[0],
               "data": kwargs["data"], "image_size": 224, "batches": kwargs["batches"],
+              "rounds": max(1, int(kwargs.get("rounds", 1))),
               "warmup": kwargs["warmup"], "pinned": parts, "usable_cores": usable_cores(),
-              "machine": _machine(), "loadavg": {"start": load_start, "end": os.getloadavg()},
+              "machine": _machine(), "malloc": parts[0]["malloc"],
+              "loadavg": {"start": load_start, "end": os.getloadavg()},
               "rows": rows, "ratios": _ratios(rows), "table": _table(rows)}
     if out:
         result["chart"] = chart or os.path.splitext(out)[0] + ".png"
