@@ -177,7 +177,7 @@ class AugmentStage:
         jsd = 1 if self.config.jsd else 0
         logical, samples = self._output_buffer(jsd + plan.views, x.shape[0])
         self.augmenter.views(x, plan, pictures=pics, out=logical)
-        samples = [list(view) for view in samples]
+        samples = list(samples)  # the kept buffer's list stays as it is
         if self.emit_input:
             samples.append(list(images))
         return tuple(samples) if len(samples) > 1 else samples[0]

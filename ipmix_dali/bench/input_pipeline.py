@@ -282,6 +282,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                                 stage_threads=stage_threads, stage_workers=stage_workers,
                                 rounds=rounds),
                            sorted({int(c) for c in cores}), out, chart, log)
+    rounds = max(1, int(rounds))
     # The CPU stage's malloc settings (ipmix_dali.memory), for both backends alike: set here,
     # before any row, the reference's DataLoader workers inherit them.
     from ..memory import keep_freed_memory
@@ -321,7 +322,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                 if backend == "dali-gpu" and not gpu_available():
                     row["error"] = "no CUDA GPU on this machine"
                 pair.append((row, []))
-            for _ in range(max(1, int(rounds))):  # the backends take turns
+            for _ in range(rounds):  # the backends take turns
                 for row, runs in pair:
                     if "error" in row:
                         continue
@@ -343,7 +344,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     result = {"benchmark": "bench", "description": __doc__.split("\n\n")[0],
               "data": str(data), "num_files": len(files), "image_size": 224,
               "mixing_pictures": len(bank), "batches": batches, "warmup": warmup,
-              "rounds": max(1, int(rounds)),
+              "rounds": rounds,
               "usable_cores": ncores, "machine": _machine(),
               "malloc": ("freed memory kept (ipmix_dali.memory), both backends" if malloc_kept
                          else "glibc defaults"),
@@ -445,7 +446,7 @@ def _run_pinned(kwargs, cores, out, chart, log):
         rows.append(failed[0] if failed else _median_run(runs))
     result = {"benchmark": "bench", "description": __doc__.split("\n\n")[0],
               "data": kwargs["data"], "image_size": 224, "batches": kwargs["batches"],
-              "rounds": max(1, int(kwargs.get("rounds", 1))),
+              "rounds": rounds,
               "warmup": kwargs["warmup"], "pinned": parts, "usable_cores": usable_cores(),
               "machine": _machine(), "malloc": parts[0]["malloc"],
               "loadavg": {"start": load_start, "end": os.getloadavg()},

@@ -1,10 +1,12 @@
 """The NumPy executor on a pool of worker processes: the CPU stage on every core.
 
 :class:`PoolExecutor` has the NumPy executor's ``apply(images, pictures, plan, out=...)`` and
-``normalize``. The stage draws the plan as before; the pool cuts the batch into one slice of
-samples per worker, and each worker process runs :class:`~.numpy_exec.NumpyExecutor` on its
-slice of the plan. Images, mixing pictures and outputs travel through shared memory (only the
-plan slices, a few KiB, are pickled), the way DataLoader workers scale. Samples are independent
+``normalize``. The stage draws the plan as before; the pool cuts the batch into slices of
+samples (``TASKS_PER_WORKER`` per worker, handed out as workers finish), and each worker
+process runs :class:`~.numpy_exec.NumpyExecutor` on its slices of the plan. Images, mixing
+pictures and outputs travel through shared memory (only the plan slices, a few KiB, are
+pickled), the way DataLoader workers scale; an output on :meth:`PoolExecutor.output_array`'s
+block is written in place. Samples are independent
 given the plan, so the pixels are those of the plain NumPy executor, bit for bit, whatever the
 number of workers.
 
@@ -307,7 +309,7 @@ class PoolExecutor:
         return seg.spec(view)
 
     def normalize(self, images, config, out=None, dtype="float32"):
-        """JSD's clean view, on the workers too (one slice each)."""
+        """JSD's clean view, on the workers too (in slices, like ``apply``)."""
         result = base.output_array(np, out, images.shape, dtype)
         specs = {"images": self._shared("images", images, [])}
         self._run("normalize", specs, result, images.shape[0], lambda start, stop: config)
@@ -333,10 +335,9 @@ class PoolExecutor:
 
     def _run(self, kind, specs, result, n, payload):
         """Run ``kind`` on slices of the ``n`` samples on the workers (:meth:`_distribute`) and
-        wait for all. A ``result`` on :meth:`output_array`'s
-        block is written in place; any other is written by the workers into a scratch block
-        in its own layout (e.g. DALI's channels-first buffer) and copied back, one pass over
-        contiguous memory."""
+        wait for all. A ``result`` on :meth:`output_array`'s block is written in place; any
+        other is written by the workers into a scratch block in its own layout (e.g. DALI's
+        channels-first buffer) and copied back, one pass over contiguous memory."""
         self.start()
         if self._segments["out"].offset(result) is not None:  # output_array: in place
             shared_out = None
