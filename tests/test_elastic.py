@@ -195,7 +195,7 @@ def test_fault_hook_fires_only_where_named(monkeypatch):
     assert faults._armed("ckpt_write", 2)
     f = object()
     monkeypatch.setenv(ENV, "rank0:val")
-    assert faults.checkpoint_file(f, 2, 100) is f  # unarmed: the file itself
+    assert faults.checkpoint_file(f, 2, lambda: 100) is f  # unarmed: the file itself
     monkeypatch.setenv(ENV, "rank0:sometime")
     with pytest.raises(ValueError, match="rank<R>:step<N>"):
         faults.at_step(1)

@@ -26,7 +26,7 @@ def save_checkpoint(folder, step: int, state: dict, keep: int = 2, best: bool = 
     path = os.path.join(folder, _NAME.format(step))
     try:
         with atomic_write(path) as f:
-            torch.save(state, faults.checkpoint_file(f, step, _state_bytes(state)))
+            torch.save(state, faults.checkpoint_file(f, step, lambda: _state_bytes(state)))
     except DiskFullError as exc:
         previous = list_checkpoints(folder)
         kept = (f"the previous checkpoint {previous[-1]} is intact" if previous

@@ -85,9 +85,10 @@ class _HalfWriter:
         return self.f.flush()
 
 
-def checkpoint_file(f, step: int, size: int):
-    """``f`` (the temp file ``torch.save`` writes the checkpoint of ``step`` into, ``size``
-    tensor bytes), or when armed a writer that dies halfway through it."""
+def checkpoint_file(f, step: int, size_of):
+    """``f`` (the temp file ``torch.save`` writes the checkpoint of ``step`` into), or when armed
+    a writer that dies halfway through it. ``size_of()`` gives the checkpoint's tensor bytes;
+    it is called only when armed (walking a whole state is not for every save)."""
     if _armed("ckpt_write", step):
-        return _HalfWriter(f, max(1, size // 2), step)
+        return _HalfWriter(f, max(1, size_of() // 2), step)
     return f
