@@ -419,3 +419,6 @@ def test_bench_side_by_side_pinned_to_1_and_2_cores(tmp_path, capsys):
     assert "pinned" in capsys.readouterr().out
     assert main(["bench", "--cores", "0", "--out", str(tmp_path / "x.json")]) == 2
     assert "--cores '0': give core counts >= 1" in capsys.readouterr().err
+    assert main(["bench", "--rounds", "0", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--rounds 0: give a number of rounds >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

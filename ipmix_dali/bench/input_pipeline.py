@@ -265,6 +265,8 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     from ..mixing.bank import default_cache_dir, load_mixing_bank
     from ..tools.samples import write_jpeg_tree
 
+    if int(rounds) < 1:
+        raise ValueError(f"--rounds {rounds}: give a number of rounds >= 1, e.g. --rounds 3")
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"unknown backend {b!r}: choose from {', '.join(BACKENDS)}")
@@ -282,7 +284,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                                 stage_threads=stage_threads, stage_workers=stage_workers,
                                 rounds=rounds),
                            sorted({int(c) for c in cores}), out, chart, log)
-    rounds = max(1, int(rounds))
+    rounds = int(rounds)
     # The CPU stage's malloc settings (ipmix_dali.memory), for both backends alike: set here,
     # before any row, the reference's DataLoader workers inherit them.
     from ..memory import keep_freed_memory
@@ -415,7 +417,7 @@ def _run_pinned(kwargs, cores, out, chart, log):
         raise ValueError(f"--cores {','.join(map(str, cores))}: this process may use "
                          f"{len(available)} core(s) (1..{len(available)})")
     load_start = os.getloadavg()
-    rounds = max(1, int(kwargs.get("rounds", 1)))
+    rounds = int(kwargs.get("rounds", 1))
     # Rounds outermost (every core count once per round, one child each): the 1- and 2-core
     # rows of a round run minutes apart at most, so the scaling efficiencies see one speed.
     measured, parts = {}, []
