@@ -70,7 +70,10 @@ class Augmenter:
         size = self.config.image_size
         if self._resident is not None:
             return self.executor.crop_pictures(self._resident, plan, size)
-        pics = self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, size)
+        shared = getattr(self.executor, "input_array", None)  # the CPU pool: no copy later
+        out = (shared("pictures", (plan.n, size, size, 3), np.uint8)
+               if shared is not None and plan.n else None)
+        pics = self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, size, out=out)
         return self.xp.asarray(pics) if self.xp is not np else pics
 
     def views(self, images, plan, pictures=None, out=None):

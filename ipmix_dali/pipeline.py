@@ -151,9 +151,9 @@ class AugmentStage:
     def plan(self, batch: int, n: int):
         return self.augmenter.plan(self.plan_key(batch), n)
 
-    def _stack(self, samples):
+    def _stack(self, samples, role="images"):
         stack = getattr(self.executor, "stack_samples", None)
-        return stack(samples) if stack is not None else self.xp.stack(samples)
+        return stack(samples, role) if stack is not None else self.xp.stack(samples)
 
     def __call__(self, images, pictures=None):
         batch = self.batches
@@ -173,7 +173,7 @@ class AugmentStage:
                              f"the config's image_size is {size}: resize to {size}x{size} "
                              f"before the stage")
         plan = self.plan(batch, x.shape[0])
-        pics = self._stack(pictures) if pictures is not None else None  # reader mode
+        pics = self._stack(pictures, "pictures") if pictures is not None else None
         jsd = 1 if self.config.jsd else 0
         logical, samples = self._output_buffer(jsd + plan.views, x.shape[0])
         self.augmenter.views(x, plan, pictures=pics, out=logical)

@@ -14,7 +14,7 @@ import pytest
 from ipmix_dali import make_config, make_rng, sample_plan
 from ipmix_dali.executors import get_executor, stage_executor
 from ipmix_dali.executors.numpy_exec import NumpyExecutor, slice_plan
-from ipmix_dali.executors.pool import PoolExecutor, StageWorkerError
+from ipmix_dali.executors.pool import PoolExecutor, StageWorkerError, guided_slices
 from ipmix_dali.mixing.builtin import builtin_mixing_bank
 from ipmix_dali.tools.samples import sample_photos
 
@@ -104,6 +104,45 @@ def test_output_array_is_written_in_place(method, batch):
             assert np.array_equal(out[1:], want[:, :n]), n
             assert np.array_equal(out[0], NumpyExecutor().normalize(images[:n], cfg)), n
         assert pool._segments["scratch"].shm is None  # nothing was copied back
+
+
+def test_guided_slices_cover_the_batch_and_shrink_to_single_samples():
+    """The hand-out order: contiguous, every sample once, sizes never growing, the last ones
+    single samples (the workers finish within one sample of each other)."""
+    assert [b - a for a, b in guided_slices(32, 2)] == [8, 6, 5, 4, 3, 2, 1, 1, 1, 1]
+    assert guided_slices(0, 2) == [] and guided_slices(3, 4) == [(0, 1), (1, 2), (2, 3)]
+    for n in (1, 7, 32, 100, 256):
+        for workers in (1, 2, 3, 16):
+            slices = guided_slices(n, workers)
+            assert [a for a, _ in slices] == [0] + [b for _, b in slices[:-1]]
+            assert slices[-1][1] == n
+            sizes = [b - a for a, b in slices]
+            assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+            assert sizes[0] == -(-n // (2 * workers))
+
+
+@pytest.mark.parametrize("method", ["pixmix", "layermix"])
+def test_bank_pictures_are_cropped_into_shared_memory(method, batch):
+    """With a pool, the Augmenter crops the bank's pictures straight into the pool's
+    "pictures" block (no second copy for the workers), and the views are the NumPy executor's."""
+    from ipmix_dali.augmenter import Augmenter
+
+    images, bank = batch
+    cfg = make_config(method, "cifar", jsd=True)
+    plan = sample_plan(cfg, N, make_rng(2, 0, 0, 5), len(bank), bank.side)
+    want = Augmenter(cfg, bank, NumpyExecutor()).views(images, plan)
+    with PoolExecutor(2) as pool:
+        aug = Augmenter(cfg, bank, pool)
+        pics = aug.pictures(plan)
+        assert pool._segments["pictures"].offset(pics) is not None
+        assert np.array_equal(pics, bank.crops(plan.mix_index, plan.mix_top, plan.mix_left,
+                                               SIZE))
+        for _ in range(2):  # and again: the blocks are reused
+            got = aug.views(images, plan)
+            assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    with pytest.raises(ValueError, match="out must be uint8"):
+        bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, SIZE,
+                   out=np.empty((N, SIZE, SIZE, 3), np.float32))
 
 
 def test_stage_executor_choices():

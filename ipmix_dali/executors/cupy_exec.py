@@ -192,9 +192,10 @@ class CupyExecutor:
         prog.run(xp)
         return out
 
-    def stack_samples(self, samples):
+    def stack_samples(self, samples, role="images"):
         """One (N, ...) array of N same-shaped contiguous device arrays (DALI's per-sample
-        inputs): one table of their addresses and one kernel (``xp.stack`` otherwise)."""
+        inputs): one table of their addresses and one kernel (``xp.stack`` otherwise).
+        ``role`` ("images" or "pictures") is the CPU pool's; one device pool serves both."""
         xp = self.xp
         first = samples[0]
         if not all(s.shape == first.shape and s.dtype == first.dtype and s.flags.c_contiguous
