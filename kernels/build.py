@@ -25,7 +25,7 @@ of options, :data:`COMPILE_OPTIONS`, is what the GPU runs, what CI compiles, and
 :data:`EMULATOR_CXXFLAGS` mirrors on the host:
 
 ====================  ===============================  ========================================
-NVRTC                 g++ (testing/emulator.py)        why
+NVRTC                 g++ (kernels/host.py)            why
 ====================  ===============================  ========================================
 ``--fmad=false``      ``-ffp-contract=off``            one rounding per operation, as NumPy
 ``--ftz=false``       (no ``-ffast-math``: no DAZ/FTZ)  subnormals kept, as NumPy
