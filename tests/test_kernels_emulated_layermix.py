@@ -69,7 +69,7 @@ def assert_same(mod, op_id, images, params, what=""):
     params = np.asarray(params, dtype=np.float64)
     before = images.copy()
     ours = run_emulated(mod, op_id, images, params)
-    ref = lm.apply_layermix_op_np(op_id, images, params)
+    ref = lm.apply_layermix_op_np(op_id, images, params, native=False)
     assert np.array_equal(images.view(np.uint32), before.view(np.uint32)), "input modified"
     assert ours.dtype == np.float32 and ours.shape == ref.shape
     bad_mask = mismatch(ours, ref)
@@ -339,11 +339,11 @@ def test_bit_exact_comparison_is_sensitive(images):
     imgs = images[32][:4]
     r, g, b = (imgs[..., k] for k in range(3))
     plain = (r * lm._GRAY_R + g * np.float32(lm._GRAY_G)) + b * np.float32(lm._GRAY_B)
-    twin = lm.apply_layermix_op_np(LAYERMIX_OP_ID["grayscale"], imgs, 0)[..., 0]
+    twin = lm.apply_layermix_op_np(LAYERMIX_OP_ID["grayscale"], imgs, 0, native=False)[..., 0]
     assert np.any(plain != twin)
     for name in GEOMETRIC:
         params = np.full(len(imgs), 7.3)
-        exact = lm.apply_layermix_op_np(LAYERMIX_OP_ID[name], imgs, params)
+        exact = lm.apply_layermix_op_np(LAYERMIX_OP_ID[name], imgs, params, native=False)
         fast = lm.apply_layermix_op_np(LAYERMIX_OP_ID[name], imgs, params, exact=False)
         assert np.any(mismatch(exact, fast)), name
 

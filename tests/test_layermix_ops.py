@@ -41,6 +41,12 @@ EXACT_COLOUR = ("equalize", "posterize", "posterize_increasing", "solarize",
 MAGNITUDE = 3
 
 
+def twin(*args, **kwargs):
+    """The NumPy twin itself (its geometric ops without the native kernel, which
+    tests/test_native.py holds to the twin bit for bit)."""
+    return apply_layermix_op_np(*args, native=False, **kwargs)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _twin_rounds_like_this_torch():
     """The affine grid's matmul rounds by CPU in torch (layermix_ops.GRID_MATMUL_FMA): match it."""
@@ -156,7 +162,7 @@ def test_op_matches_torch(batches, name, size):
     before = images.copy()
     rng = np.random.default_rng(LAYERMIX_OP_ID[name])
     params = _params(name, len(u8), 224 if size == 224 else 32, rng)
-    got = apply_layermix_op_np(LAYERMIX_OP_ID[name], images, params)
+    got = twin(LAYERMIX_OP_ID[name], images, params)
     assert np.array_equal(images, before), "input modified"
     ref = _torch_batch(LAYERMIX_OP_ID[name], u8, params)
     _compare(name, got, ref, str(size), exact_required=name in EXACT_COLOUR)
@@ -168,7 +174,7 @@ def test_geometric_fast_mode(batches, name):
     u8 = batches[224][:4]
     images = to_float_np(u8)
     params = _params(name, len(u8), 224, np.random.default_rng(7))
-    got = apply_layermix_op_np(LAYERMIX_OP_ID[name], images, params, exact=False)
+    got = twin(LAYERMIX_OP_ID[name], images, params, exact=False)
     ref = _torch_batch(LAYERMIX_OP_ID[name], u8, params)
     diff = np.abs(got - ref)
     print(f"\n  fast       {name:22s} max|d|={diff.max():.3g} equal={np.mean(got == ref):.4f}")
@@ -197,7 +203,7 @@ def test_edge_cases(name):
     u8 = _edge_images()
     images = to_float_np(u8)
     params = _params(name, len(u8), 32, np.random.default_rng(3))
-    got = apply_layermix_op_np(LAYERMIX_OP_ID[name], images, params)
+    got = twin(LAYERMIX_OP_ID[name], images, params)
     ref = _torch_batch(LAYERMIX_OP_ID[name], u8, params)
     _compare(name, got, ref, "edge", exact_required=name in EXACT_COLOUR)
 
@@ -209,7 +215,7 @@ def test_solarize_threshold_compared_in_float32():
         vals = np.array([np.nextafter(t32, np.float32(0)), t32, np.nextafter(t32, np.float32(1))],
                         dtype=np.float32)
         img = np.broadcast_to(vals, (4, 4, 3)).copy()
-        got = apply_layermix_op_np(LAYERMIX_OP_ID["solarize"], img[None], [thr])[0]
+        got = twin(LAYERMIX_OP_ID["solarize"], img[None], [thr])[0]
         ref = apply_layermix_op_torch(LAYERMIX_OP_ID["solarize"],
                                       torch.from_numpy(img.transpose(2, 0, 1).copy()), thr)
         assert np.array_equal(got, ref.numpy().transpose(1, 2, 0)), thr
@@ -221,7 +227,7 @@ def test_equalize_and_autocontrast_out_of_range_inputs():
     img = rng.uniform(-0.6, 1.6, (1, 16, 16, 3)).astype(np.float32)
     img[0, :, :, 2] = 1.3  # constant channel outside the range: autocontrast clamps it
     for name in ("equalize", "autocontrast", "posterize", "solarize", "grayscale"):
-        got = apply_layermix_op_np(LAYERMIX_OP_ID[name], img, [2.0 if "post" in name else 0.4])
+        got = twin(LAYERMIX_OP_ID[name], img, [2.0 if "post" in name else 0.4])
         ref = apply_layermix_op_torch(LAYERMIX_OP_ID[name],
                                       torch.from_numpy(img[0].transpose(2, 0, 1).copy()),
                                       2.0 if "post" in name else 0.4)
@@ -235,7 +241,7 @@ def test_rotate_special_angles(batches, shape):
     angles = [0.0, 90.0, 180.0, 270.0, -90.0, 360.0, 450.0, -180.0, 1e-9, -1e-20]
     u8 = np.repeat(u8, len(angles), axis=0)
     images = to_float_np(u8)
-    got = apply_layermix_op_np(LAYERMIX_OP_ID["rotate"], images, angles)
+    got = twin(LAYERMIX_OP_ID["rotate"], images, angles)
     ref = _torch_batch(LAYERMIX_OP_ID["rotate"], u8, angles)
     _compare("rotate", got, ref, "special", exact_required=False)
 
@@ -251,7 +257,7 @@ def test_geometric_beyond_layermix_ranges(batches, name):
         "translate_y": [-40.0, 33.3, -31.5, 0.5, -16.0, -1e-4],
     }[name]
     u8 = batches[32][:len(extra)]
-    got = apply_layermix_op_np(LAYERMIX_OP_ID[name], to_float_np(u8), extra)
+    got = twin(LAYERMIX_OP_ID[name], to_float_np(u8), extra)
     ref = _torch_batch(LAYERMIX_OP_ID[name], u8, extra)
     _compare(name, got, ref, "extreme", exact_required=False)
     if name.startswith("translate"):
@@ -264,19 +270,19 @@ def test_batch_vectorisation_and_layout(batches):
     for name in LAYERMIX_OPS:
         op = LAYERMIX_OP_ID[name]
         params = _params(name, 6, 32, np.random.default_rng(11))
-        whole = apply_layermix_op_np(op, images, params)
-        single = np.concatenate([apply_layermix_op_np(op, images[i:i + 1], params[i:i + 1])
+        whole = twin(op, images, params)
+        single = np.concatenate([twin(op, images[i:i + 1], params[i:i + 1])
                                  for i in range(6)])
         assert np.array_equal(whole, single), name
         flipped = images[::-1, :, ::-1]  # negative strides
-        got = apply_layermix_op_np(op, flipped, params[::-1])
+        got = twin(op, flipped, params[::-1])
         assert got.dtype == np.float32 and got.shape == flipped.shape
-        assert np.array_equal(got, apply_layermix_op_np(op, np.ascontiguousarray(flipped),
+        assert np.array_equal(got, twin(op, np.ascontiguousarray(flipped),
                                                          params[::-1])), name
         assert got.flags.c_contiguous
     empty = np.zeros((0, 8, 8, 3), np.float32)
     for name in LAYERMIX_OPS:
-        assert apply_layermix_op_np(LAYERMIX_OP_ID[name], empty, np.zeros(0)).shape == empty.shape
+        assert twin(LAYERMIX_OP_ID[name], empty, np.zeros(0)).shape == empty.shape
 
 
 def test_api_surface():

@@ -1,0 +1,145 @@
+"""The native CPU warp (ipmix_dali.executors.native): the GPU's layermix_affine_bilinear kernel
+compiled for the host gives the NumPy twin's pixels bit for bit, for every geometric op, size,
+special angle and extreme parameter; the executors' LayerMix batches are the same with it on
+and off; without a compiler it falls back to the twin with one warning."""
+import logging
+
+import numpy as np
+import pytest
+
+from ipmix_dali import make_config, make_rng, sample_plan
+from ipmix_dali.executors import layermix_ops as lm
+from ipmix_dali.executors import native
+from ipmix_dali.executors.numpy_exec import NumpyExecutor
+from ipmix_dali.mixing.builtin import builtin_mixing_bank
+from ipmix_dali.ops.table import LAYERMIX_OPS
+from ipmix_dali.tools.samples import sample_photos
+
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+OP = {name: LAYERMIX_OPS.index(name) for name in GEOMETRIC}
+
+
+@pytest.fixture(autouse=True)
+def native_on(monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    if native.module() is None:
+        pytest.fail(f"the native warp did not build here: {native._state['error']}")
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+def _same(op_id, images, params):
+    params = np.asarray(params, dtype=np.float64)
+    before = images.copy()
+    got = native.geometric(op_id, images, params)
+    want = lm.apply_layermix_op_np(op_id, images, params, native=False)
+    assert np.array_equal(_bits(images), _bits(before)), "input modified"
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    assert np.array_equal(_bits(lm.apply_layermix_op_np(op_id, images, params)), _bits(want))
+
+
+@pytest.mark.parametrize("name", GEOMETRIC)
+@pytest.mark.parametrize("shape", [(224, 224), (32, 32), (24, 40)])
+def test_native_equals_twin(name, shape):
+    rng = np.random.default_rng(OP[name])
+    u8 = sample_photos(6, shape[0], seed=OP[name])
+    if shape[1] != shape[0]:
+        u8 = np.ascontiguousarray(np.resize(u8, (6,) + shape + (3,)))
+    images = lm.to_float_np(u8)
+    limit = 30.0 if name in ("rotate", "shear_x", "shear_y") else shape[1] * 0.3
+    _same(OP[name], images, rng.uniform(-limit, limit, 6))
+
+
+@pytest.mark.parametrize("name", GEOMETRIC)
+def test_native_extremes_and_special_angles(name):
+    """Past the border, large angles and shears, rotate's exact fast paths, float noise that
+    is not an image (values outside [0, 1], NaN and inf pixels)."""
+    params = {
+        "rotate": [0.0, 90.0, 180.0, 270.0, -90.0, 450.0, 1e-9, 135.0, -270.5, 179.99],
+        "shear_x": [45.0, -60.0, 80.0, -1e-3, 0.0, 30.0, -10.0, 5.0, 1e-6, -45.0],
+        "shear_y": [-45.0, 60.0, -80.0, 1e-3, 0.0, -30.0, 10.0, -5.0, -1e-6, 45.0],
+        "translate_x": [40.0, -33.3, 31.5, -0.5, 16.0, 1e-4, 0.0, -40.0, 0.25, 3.0],
+        "translate_y": [-40.0, 33.3, -31.5, 0.5, -16.0, -1e-4, 0.0, 40.0, -0.25, -3.0],
+    }[name]
+    rng = np.random.default_rng(9)
+    images = rng.normal(0.5, 2.0, (len(params), 32, 32, 3)).astype(np.float32)
+    images[1, 3, 4, 0] = np.nan
+    images[2, 10, 11, 2] = np.inf
+    _same(OP[name], images, params)
+    # a non-square batch takes rotate's 90 / 270 through the general warp
+    _same(OP[name], rng.random((len(params), 20, 36, 3), dtype=np.float32), params)
+
+
+def test_native_takes_any_layout_and_empty_batches():
+    rng = np.random.default_rng(4)
+    images = rng.random((5, 32, 32, 3), dtype=np.float32)[::-1, :, ::-1]  # negative strides
+    _same(OP["rotate"], images, [17.0, -3.0, 90.0, 44.0, 181.0])
+    empty = np.zeros((0, 8, 8, 3), np.float32)
+    assert native.geometric(OP["shear_x"], empty, np.zeros(0)).shape == empty.shape
+
+
+def test_layermix_batches_equal_with_native_on_and_off(monkeypatch):
+    """The CPU executor's LayerMix views (with JSD: two augmented views) are the same pixels
+    with the native warp and with the NumPy twin."""
+    cfg = make_config("layermix", "cifar", jsd=True)
+    bank = builtin_mixing_bank(count=4, side=36, seed=1)
+    images = sample_photos(12, 32, seed=2, min_scale=0.3)
+    for iteration in range(3):
+        plan = sample_plan(cfg, 12, make_rng(5, 0, 0, iteration), len(bank), bank.side)
+        assert any(LAYERMIX_OPS[int(o)] in GEOMETRIC for o in plan.arrays["op"].ravel())
+        pics = bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, 32)
+        monkeypatch.setenv(native.ENV, "0")
+        twin = NumpyExecutor().apply(images, pics, plan)
+        monkeypatch.setenv(native.ENV, "1")
+        got = NumpyExecutor().apply(images, pics, plan)
+        assert np.array_equal(_bits(got), _bits(twin)), iteration
+
+
+def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
+    from ipmix_dali.kernels import host
+
+    real = host.HostModule
+
+    def no_compiler(filename, extra_flags=(), compiler=None):
+        return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
+                    compiler="/nonexistent/g++")
+
+    monkeypatch.setattr(host, "HostModule", no_compiler)
+    monkeypatch.setattr(native, "_state", {"module": None, "error": None})
+    images = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
+    with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
+        first = lm.apply_layermix_op_np(OP["rotate"], images, [10.0, 20.0])
+        again = lm.apply_layermix_op_np(OP["shear_y"], images, [10.0, 20.0])
+    warnings = [r for r in caplog.records if "native CPU warp is unavailable" in r.message]
+    assert len(warnings) == 1 and "install g++" in warnings[0].getMessage()
+    assert native.module() is None
+    assert np.array_equal(first, lm.apply_layermix_op_np(OP["rotate"], images, [10.0, 20.0],
+                                                         native=False))
+    assert np.array_equal(again, lm.apply_layermix_op_np(OP["shear_y"], images, [10.0, 20.0],
+                                                         native=False))
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.module() is None and not native.enabled()
+    assert native.geometric(OP["rotate"], np.zeros((1, 8, 8, 3), np.float32), [3.0]) is None
+    monkeypatch.setenv(native.ENV, "1")
+    assert native.enabled() and native.module() is not None
+    assert "-O3" in native.host_flags()
+
+
+def test_a_non_fused_grid_runs_the_twin(monkeypatch):
+    """The kernel rounds the affine grid's matmul as the fused form (GRID_MATMUL_FMA, the
+    default). Set to a torch that does not fuse it, the geometric ops run the twin (the native
+    kernel would be off by an ulp in the coordinates)."""
+    monkeypatch.setattr(lm, "GRID_MATMUL_FMA", False)
+    images = np.random.default_rng(2).random((3, 32, 32, 3), dtype=np.float32)
+    calls = []
+    monkeypatch.setattr(native, "geometric", lambda *a: calls.append(a))
+    got = lm.apply_layermix_op_np(OP["rotate"], images, [10.0, -7.0, 33.0])
+    assert calls == []
+    assert np.array_equal(got, lm.apply_layermix_op_np(OP["rotate"], images, [10.0, -7.0, 33.0],
+                                                       native=False))
