@@ -20,6 +20,7 @@ Processes forked later (DataLoader workers) inherit the settings.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import platform
 
@@ -29,6 +30,7 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 _applied = None
+log = logging.getLogger("ipmix_dali.memory")
 
 
 def keep_freed_memory() -> bool:
@@ -38,8 +40,12 @@ def keep_freed_memory() -> bool:
     if _applied is not None and _applied[0] == os.getpid():
         return _applied[1]
     ok = False
-    if os.environ.get("IPMIX_DALI_MALLOC", "").lower() != "system" and \
-            platform.libc_ver()[0] == "glibc":
+    choice = os.environ.get("IPMIX_DALI_MALLOC", "").strip().lower()
+    if choice not in ("", "system"):  # a typo must not pass for the opt-out, nor silently
+        log.warning("IPMIX_DALI_MALLOC=%r is not 'system': the CPU stage's malloc settings "
+                    "stay on (set IPMIX_DALI_MALLOC=system to keep glibc's defaults)",
+                    os.environ["IPMIX_DALI_MALLOC"])
+    if choice != "system" and platform.libc_ver()[0] == "glibc":
         try:
             mallopt = ctypes.CDLL(None).mallopt
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

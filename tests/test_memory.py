@@ -57,3 +57,17 @@ def test_the_stage_applies_it_in_its_process():
 
     Augmenter(make_config("augmix", "cifar"), None, get_executor("numpy"))
     assert memory._applied is not None and memory._applied[1] is True
+
+
+def test_an_unknown_value_warns_and_keeps_the_settings():
+    """A typo (``IPMIX_DALI_MALLOC=sytem``) is neither the opt-out nor silent."""
+    import os
+
+    code = ("import logging; logging.basicConfig(level=logging.WARNING)\n"
+            "from ipmix_dali.memory import keep_freed_memory\n"
+            "print(keep_freed_memory())\n")
+    out = subprocess.run([sys.executable, "-c", code],
+                         env={**os.environ, "IPMIX_DALI_MALLOC": "sytem"},
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "True"
+    assert "IPMIX_DALI_MALLOC='sytem' is not 'system'" in out.stderr

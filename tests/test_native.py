@@ -122,13 +122,18 @@ def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
                                                          native=False))
 
 
-def test_switched_off_by_the_environment(monkeypatch):
+def test_switched_off_by_the_environment(monkeypatch, caplog):
     monkeypatch.setenv(native.ENV, "0")
     assert native.module() is None and not native.enabled()
     assert native.geometric(OP["rotate"], np.zeros((1, 8, 8, 3), np.float32), [3.0]) is None
     monkeypatch.setenv(native.ENV, "1")
     assert native.enabled() and native.module() is not None
     assert "-O3" in native.host_flags()
+    monkeypatch.setenv(native.ENV, "off")  # not a value: kept on, one warning
+    with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
+        assert native.enabled() and native.enabled()
+    assert [r.getMessage() for r in caplog.records] == [
+        "IPMIX_DALI_NATIVE='off': use 0 (the NumPy twin) or 1 (the native warp); kept on"]
 
 
 def test_a_non_fused_grid_runs_the_twin(monkeypatch):

@@ -28,11 +28,17 @@ log = logging.getLogger("ipmix_dali.native")
 ENV = "IPMIX_DALI_NATIVE"
 _SOURCE = "layermix_ops.cu"
 _state = {"module": None, "error": None}
+_warned = set()
 
 
 def enabled() -> bool:
-    """Whether the native path is asked for (``IPMIX_DALI_NATIVE`` is not "0")."""
-    return os.environ.get(ENV, "1").strip() != "0"
+    """Whether the native path is asked for: ``IPMIX_DALI_NATIVE`` unset, "1" (on) or "0"
+    (off); any other value keeps it on, with one warning naming the variable."""
+    value = os.environ.get(ENV, "1").strip()
+    if value not in ("0", "1", "") and value not in _warned:
+        _warned.add(value)
+        log.warning("%s=%r: use 0 (the NumPy twin) or 1 (the native warp); kept on", ENV, value)
+    return value != "0"
 
 
 def _cpu_has_fma() -> bool:
