@@ -148,3 +148,19 @@ def test_a_non_fused_grid_runs_the_twin(monkeypatch):
     assert calls == []
     assert np.array_equal(got, lm.apply_layermix_op_np(OP["rotate"], images, [10.0, -7.0, 33.0],
                                                        native=False))
+
+
+def test_an_unwritable_cache_runs_the_twin(monkeypatch, caplog):
+    from ipmix_dali.kernels import host
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/tmp/ipmix_dali_kernel_emu")
+
+    monkeypatch.setattr(host, "HostModule", unwritable)
+    monkeypatch.setattr(native, "_state", {"module": None, "error": None})
+    images = np.random.default_rng(3).random((1, 8, 8, 3), dtype=np.float32)
+    with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
+        got = lm.apply_layermix_op_np(OP["translate_x"], images, [2.5])
+    assert "Permission denied" in caplog.records[0].getMessage()
+    assert np.array_equal(got, lm.apply_layermix_op_np(OP["translate_x"], images, [2.5],
+                                                       native=False))

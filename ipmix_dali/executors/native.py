@@ -66,8 +66,8 @@ def module():
 
         try:
             _state["module"] = HostModule(_SOURCE, extra_flags=host_flags())
-        except RuntimeError as exc:
-            _state["error"] = str(exc).splitlines()[0]
+        except (RuntimeError, OSError) as exc:  # no compiler, or no writable temp directory
+            _state["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
             log.warning("the native CPU warp is unavailable (%s): LayerMix's geometric ops run "
                         "as NumPy (the same pixels, slower); install g++ to speed them up",
                         _state["error"])
