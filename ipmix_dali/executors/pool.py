@@ -209,7 +209,7 @@ def guided_slices(n: int, workers: int, factor: int = GUIDED_FACTOR):
 
 
 class PoolExecutor:
-    """The NumPy executor on ``workers`` processes, one slice of each batch per worker.
+    """The NumPy executor on ``workers`` processes, slices of each batch handed out as they finish.
 
     Args:
         workers: worker processes (>= 1).
