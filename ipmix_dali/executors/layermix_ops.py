@@ -477,7 +477,7 @@ def apply_layermix_op_np(op_id: int, images: np.ndarray, params, exact: bool = T
     params = np.broadcast_to(np.asarray(params, dtype=np.float64), (images.shape[0],))
     name = LAYERMIX_OPS[int(op_id)]
     if name in _GEOMETRIC:
-        if exact and native and GRID_MATMUL_FMA:  # the kernel's grid rounding is the fused one
+        if exact and native:
             from . import native as native_path
 
             out = native_path.geometric(int(op_id), images, params)

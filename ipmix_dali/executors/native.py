@@ -78,8 +78,12 @@ def geometric(op_id: int, images: np.ndarray, params: np.ndarray):
     """LayerMix geometric op ``op_id`` on float32 (n, H, W, 3) ``images``, one mapped param per
     image, by the compiled kernel: ``apply_layermix_op_np(op_id, images, params)`` bit for bit.
     The host side (matrices, rotate's exact fast paths) is the GPU path's
-    (``cupy_layermix.prepare_layermix_op``). None when the native path is unavailable."""
-    mod = module()
+    (``cupy_layermix.prepare_layermix_op``). None when the native path is unavailable, or when
+    ``layermix_ops.GRID_MATMUL_FMA`` is off: the kernel rounds the affine grid's matmul as the
+    fused form only, and the twin's other rounding is then the one that matches torch."""
+    from . import layermix_ops
+
+    mod = module() if layermix_ops.GRID_MATMUL_FMA else None
     if mod is None:
         return None
     from .cupy_layermix import prepare_layermix_op
