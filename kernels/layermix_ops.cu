@@ -334,6 +334,83 @@ extern "C" __global__ void layermix_grayscale(const float* __restrict__ in,
 // x0 / y0 are clamped to [-2, w] / [-2, h] before the int conversion (the twin does the same:
 // both corners of a clamped pair stay outside); a NaN coordinate clamps to -2 (corners 0, NaN
 // weights: the twin's NaN result).
+// The general affine map of output pixel x in a row whose centred coordinate is by: the
+// bilinear weights of its four source corners and the top-left corner (ix, iy).
+__device__ __forceinline__ void lm_affine_source(int x, float by, const float* __restrict__ a,
+                                                 double cx, float fw, float fh, float halfw,
+                                                 float halfh, float* wnw, float* wne,
+                                                 float* wsw, float* wse, int* ix, int* iy) {
+    const float bx = (float)((double)x - cx);
+    float gx = lm_fma(by, a[2], bx * a[0]);
+    gx = gx + a[4];
+    gx = gx + 1.0f;
+    float gy = lm_fma(by, a[3], bx * a[1]);
+    gy = gy + a[5];
+    gy = gy + 1.0f;
+    const float sx = lm_fma(gx, halfw, -0.5f);
+    const float sy = lm_fma(gy, halfh, -0.5f);
+
+    float x0 = floorf(sx);
+    float y0 = floorf(sy);
+    const float we = sx - x0;
+    const float ea = 1.0f - we;
+    const float no = sy - y0;
+    const float so = 1.0f - no;
+    *wnw = so * ea;
+    *wne = so * we;
+    *wsw = no * ea;
+    *wse = no * we;
+    x0 = x0 >= -2.0f ? (x0 <= fw ? x0 : fw) : -2.0f;  // NaN -> -2
+    y0 = y0 >= -2.0f ? (y0 <= fh ? y0 : fh) : -2.0f;
+    *ix = (int)x0;
+    *iy = (int)y0;
+}
+
+// The bilinear corner sum into dst (3 channels); corners outside the image read 0.
+__device__ __forceinline__ void lm_affine_gather(const float* __restrict__ src,
+                                                 float* __restrict__ dst, int ix, int iy, int h,
+                                                 int w, float wnw, float wne, float wsw,
+                                                 float wse) {
+    const bool west = ix >= 0 && ix < w;
+    const bool east = ix + 1 >= 0 && ix + 1 < w;
+    const bool north = iy >= 0 && iy < h;
+    const bool south = iy + 1 >= 0 && iy + 1 < h;
+    const long long on = ((long long)iy * w + ix) * 3;  // only read when inside
+    const long long os = on + (long long)w * 3;
+    for (int c = 0; c < 3; ++c) {
+        const float vnw = (north && west) ? src[on + c] : 0.0f;
+        const float vne = (north && east) ? src[on + 3 + c] : 0.0f;
+        const float vsw = (south && west) ? src[os + c] : 0.0f;
+        const float vse = (south && east) ? src[os + 3 + c] : 0.0f;
+        float acc = vnw * wnw;
+        acc = lm_fma(vne, wne, acc);
+        acc = lm_fma(vsw, wsw, acc);
+        acc = lm_fma(vse, wse, acc);
+        dst[c] = acc;
+    }
+}
+
+// Rotate's exact pixel moves (mode != LM_AFFINE_GENERAL): output (x, y) copies one source pixel.
+__device__ __forceinline__ void lm_affine_move(const float* __restrict__ src,
+                                               float* __restrict__ dst, int m, int x, int y,
+                                               int h, int w) {
+    int sx = x, sy = y;
+    if (m == LM_AFFINE_ROT180) {
+        sx = w - 1 - x;
+        sy = h - 1 - y;
+    } else if (m == LM_AFFINE_ROT90) {  // square: out[y, x] = in[x, w - 1 - y]
+        sx = w - 1 - y;
+        sy = x;
+    } else if (m == LM_AFFINE_ROT270) {  // square: out[y, x] = in[w - 1 - x, y]
+        sx = y;
+        sy = w - 1 - x;
+    }
+    const float* s = src + ((long long)sy * w + sx) * 3;
+    dst[0] = s[0];
+    dst[1] = s[1];
+    dst[2] = s[2];
+}
+
 extern "C" __global__ void layermix_affine_bilinear(const float* __restrict__ in,
                                                     float* __restrict__ out,
                                                     const float* __restrict__ coef,
@@ -344,79 +421,65 @@ extern "C" __global__ void layermix_affine_bilinear(const float* __restrict__ in
     const long long stride = (long long)blockDim.x * gridDim.x;
     const double cx = (double)(w - 1) * 0.5;
     const double cy = (double)(h - 1) * 0.5;
-    const float fw = (float)w;
-    const float fh = (float)h;
     for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < total; p += stride) {
         const long long i = lm_div(p, hw);
         const long long r = p - i * hw;
         const int y = (int)lm_div(r, w);
         const int x = (int)(r - (long long)y * w);
         const float* src = in + i * hw * 3;
-        float* dst = out + p * 3;
         const int m = mode[i];
-
-        if (m != LM_AFFINE_GENERAL) {  // exact pixel moves
-            int sx = x, sy = y;
-            if (m == LM_AFFINE_ROT180) {
-                sx = w - 1 - x;
-                sy = h - 1 - y;
-            } else if (m == LM_AFFINE_ROT90) {  // square: out[y, x] = in[x, w - 1 - y]
-                sx = w - 1 - y;
-                sy = x;
-            } else if (m == LM_AFFINE_ROT270) {  // square: out[y, x] = in[w - 1 - x, y]
-                sx = y;
-                sy = w - 1 - x;
-            }
-            const float* s = src + ((long long)sy * w + sx) * 3;
-            dst[0] = s[0];
-            dst[1] = s[1];
-            dst[2] = s[2];
+        if (m != LM_AFFINE_GENERAL) {
+            lm_affine_move(src, out + p * 3, m, x, y, h, w);
             continue;
         }
+        float wnw, wne, wsw, wse;
+        int ix, iy;
+        lm_affine_source(x, (float)((double)y - cy), coef + i * 6, cx, (float)w, (float)h, halfw,
+                         halfh, &wnw, &wne, &wsw, &wse, &ix, &iy);
+        lm_affine_gather(src, out + p * 3, ix, iy, h, w, wnw, wne, wsw, wse);
+    }
+}
 
+// The same pixels, one thread per output row (image i, row y), in chunks of LM_ROW_CHUNK
+// pixels: first every pixel's weights and corner (straight-line code that a host compiler
+// vectorises), then the corner sums. For the host's launch, one thread for the whole batch:
+// ~35 % faster there than the per-pixel kernel (docs/cpu_stage.md); the same functions, so the
+// same bits (tests/test_native.py).
+#define LM_ROW_CHUNK 32
+extern "C" __global__ void layermix_affine_bilinear_rows(const float* __restrict__ in,
+                                                         float* __restrict__ out,
+                                                         const float* __restrict__ coef,
+                                                         const int* __restrict__ mode, int n,
+                                                         int h, int w, float halfw, float halfh) {
+    const long long hw = (long long)h * w;
+    const long long rows = (long long)n * h;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    const double cx = (double)(w - 1) * 0.5;
+    const double cy = (double)(h - 1) * 0.5;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < rows; t += stride) {
+        const long long i = lm_div(t, h);
+        const int y = (int)(t - i * h);
+        const float* src = in + i * hw * 3;
+        float* dst = out + t * w * 3;
+        const int m = mode[i];
+        if (m != LM_AFFINE_GENERAL) {
+            for (int x = 0; x < w; ++x) lm_affine_move(src, dst + (long long)x * 3, m, x, y, h, w);
+            continue;
+        }
         const float* a = coef + i * 6;
-        const float bx = (float)((double)x - cx);
         const float by = (float)((double)y - cy);
-        float gx = lm_fma(by, a[2], bx * a[0]);
-        gx = gx + a[4];
-        gx = gx + 1.0f;
-        float gy = lm_fma(by, a[3], bx * a[1]);
-        gy = gy + a[5];
-        gy = gy + 1.0f;
-        const float sx = lm_fma(gx, halfw, -0.5f);
-        const float sy = lm_fma(gy, halfh, -0.5f);
-
-        float x0 = floorf(sx);
-        float y0 = floorf(sy);
-        const float we = sx - x0;
-        const float ea = 1.0f - we;
-        const float no = sy - y0;
-        const float so = 1.0f - no;
-        const float wnw = so * ea;
-        const float wne = so * we;
-        const float wsw = no * ea;
-        const float wse = no * we;
-
-        x0 = x0 >= -2.0f ? (x0 <= fw ? x0 : fw) : -2.0f;  // NaN -> -2
-        y0 = y0 >= -2.0f ? (y0 <= fh ? y0 : fh) : -2.0f;
-        const int ix = (int)x0;
-        const int iy = (int)y0;
-        const bool west = ix >= 0 && ix < w;
-        const bool east = ix + 1 >= 0 && ix + 1 < w;
-        const bool north = iy >= 0 && iy < h;
-        const bool south = iy + 1 >= 0 && iy + 1 < h;
-        const long long on = ((long long)iy * w + ix) * 3;  // only read when inside
-        const long long os = on + (long long)w * 3;
-        for (int c = 0; c < 3; ++c) {
-            const float vnw = (north && west) ? src[on + c] : 0.0f;
-            const float vne = (north && east) ? src[on + 3 + c] : 0.0f;
-            const float vsw = (south && west) ? src[os + c] : 0.0f;
-            const float vse = (south && east) ? src[os + 3 + c] : 0.0f;
-            float acc = vnw * wnw;
-            acc = lm_fma(vne, wne, acc);
-            acc = lm_fma(vsw, wsw, acc);
-            acc = lm_fma(vse, wse, acc);
-            dst[c] = acc;
+        float wnw[LM_ROW_CHUNK], wne[LM_ROW_CHUNK], wsw[LM_ROW_CHUNK], wse[LM_ROW_CHUNK];
+        int ix[LM_ROW_CHUNK], iy[LM_ROW_CHUNK];
+        for (int x0 = 0; x0 < w; x0 += LM_ROW_CHUNK) {
+            const int cnt = w - x0 < LM_ROW_CHUNK ? w - x0 : LM_ROW_CHUNK;
+            for (int k = 0; k < cnt; ++k) {
+                lm_affine_source(x0 + k, by, a, cx, (float)w, (float)h, halfw, halfh, &wnw[k],
+                                 &wne[k], &wsw[k], &wse[k], &ix[k], &iy[k]);
+            }
+            for (int k = 0; k < cnt; ++k) {
+                lm_affine_gather(src, dst + (long long)(x0 + k) * 3, ix[k], iy[k], h, w, wnw[k],
+                                 wne[k], wsw[k], wse[k]);
+            }
         }
     }
 }

@@ -162,3 +162,33 @@ def test_an_unwritable_cache_runs_the_twin(monkeypatch, caplog):
     assert "Permission denied" in caplog.records[0].getMessage()
     assert np.array_equal(got, lm.apply_layermix_op_np(OP["translate_x"], images, [2.5],
                                                        native=False))
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (7, 33), (1, 70)])
+def test_row_kernel_equals_pixel_kernel_on_any_grid(shape):
+    """The host runs ``layermix_affine_bilinear_rows`` (one thread per row, chunks of 32
+    pixels; widths that are not a multiple of 32 here); it is a GPU kernel too: launched on
+    several blocks and threads (the grid-stride loop), it writes the per-pixel kernel's bits."""
+    from ipmix_dali.executors.cupy_layermix import prepare_layermix_op
+    from ipmix_dali.executors.cupy_ops import execute_plan
+
+    rng = np.random.default_rng(sum(shape))
+    images = rng.normal(0.5, 1.0, (6,) + shape + (3,)).astype(np.float32)
+    params = np.array([17.0, 90.0, -33.0, 180.0, 1e-6, 271.0])
+    plan = prepare_layermix_op(OP["rotate"], images.shape, params)
+    mod = native.module()
+    outs = {}
+    for kernel, grid, block in [("layermix_affine_bilinear", (1, 1, 1), (1, 1, 1)),
+                                ("layermix_affine_bilinear_rows", (1, 1, 1), (1, 1, 1)),
+                                ("layermix_affine_bilinear_rows", (3, 1, 1), (5, 1, 1))]:
+        def launch(kl, args):
+            assert kl.name == "layermix_affine_bilinear"
+            mod.launch(kernel, grid=grid, block=block, args=args)
+
+        out = np.full_like(images, np.nan)
+        outs[(kernel, grid)] = execute_plan(plan, images, out, to_device=np.ascontiguousarray,
+                                            zeros=np.zeros, launch=launch)
+    want = outs[("layermix_affine_bilinear", (1, 1, 1))]
+    for got in outs.values():
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+    assert not np.isnan(want).all(axis=(1, 2, 3)).any()
