@@ -238,6 +238,8 @@ def _run_bench(args) -> int:
     print(result["table"])
     for name, value in result["ratios"].items():
         print(f"{name}: {value}")
+    for name, value in result.get("paired_ratios", {}).items():
+        print(f"{name}, median of the rounds' own ratios: {value}")
     print(f"wrote {args.out} and {result.get('chart')}")
     return 0
 

@@ -454,6 +454,12 @@ def test_bench_side_by_side_pinned_to_1_and_2_cores(tmp_path, capsys):
         assert len(r["loadavg_1min"]) == 2
     assert "dali-cpu/reference ipmix + JSD at 2 cores (whole machine)" in result["ratios"]
     assert "dali-cpu ipmix + JSD scaling efficiency 1->2 cores" in result["ratios"]
+    paired = result["paired_ratios"]
+    rates = {k: r["samples_per_s_rounds"] for k, r in rows.items()}
+    want = np.median(np.divide(rates[(2, "dali-cpu", True)], rates[(2, "reference", True)]))
+    assert paired["dali-cpu/reference ipmix + JSD at 2 cores (whole machine)"] == round(want, 2)
+    want = np.median(np.divide(rates[(2, "dali-cpu", False)], rates[(1, "dali-cpu", False)]) / 2)
+    assert paired["dali-cpu ipmix scaling efficiency 1->2 cores"] == round(want, 2)
     assert set(result["loadavg"]) == {"start", "end"}
     assert "pinned" in capsys.readouterr().out
     assert main(["bench", "--cores", "0", "--out", str(tmp_path / "x.json")]) == 2
@@ -461,3 +467,26 @@ def test_bench_side_by_side_pinned_to_1_and_2_cores(tmp_path, capsys):
     assert main(["bench", "--rounds", "0", "--out", str(tmp_path / "x.json")]) == 2
     assert "--rounds 0: give a number of rounds >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_paired_ratios_take_each_rounds_own_ratio():
+    """Round r of one row against round r of the other, then the median: a drift that slows
+    both backends in one round leaves the paired ratio alone, where the medians' ratio moves."""
+    from ipmix_dali.bench.input_pipeline import _paired_ratios, _ratios
+
+    def row(k, backend, rates):
+        return {"backend": backend, "method": "ipmix", "jsd": True, "pinned_cores": k,
+                "samples_per_s_rounds": rates, "samples_per_s": float(np.median(rates)),
+                "cpu_cores_used": float(k)}
+
+    rows = [row(1, "reference", [100, 50, 100]), row(1, "dali-cpu", [150, 75, 150]),
+            row(2, "reference", [200, 180, 100]), row(2, "dali-cpu", [360, 150, 170]),
+            row(3, "dali-cpu", [1.0])]  # one round only: no paired ratio
+    paired = _paired_ratios(rows)
+    assert paired == {
+        "dali-cpu/reference ipmix at 1 core (whole machine)": 1.5,
+        "dali-cpu/reference ipmix at 2 cores (whole machine)": 1.7,      # 1.8, 0.83, 1.7
+        "reference ipmix scaling efficiency 1->2 cores": 1.0,              # 1.0, 1.8, 0.5
+        "dali-cpu ipmix scaling efficiency 1->2 cores": 1.0,               # 1.2, 1.0, 0.57
+    }
+    assert _ratios(rows)["dali-cpu/reference ipmix at 2 cores (whole machine)"] == 0.94

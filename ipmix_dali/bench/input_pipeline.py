@@ -20,6 +20,10 @@ load average before and after it (a shared machine's other work shows there).
 first k usable cores (what ``taskset -c 0..k-1`` does), so "all cores" means k for both
 backends; the result adds dali-cpu/reference on the whole (pinned) machine and each backend's
 scaling efficiency from the smallest to the largest core count.
+
+``ratios`` divide the rows' median rates. With ``rounds`` >= 2, ``paired_ratios`` also gives
+the whole-machine ratios and the scaling efficiencies as the median of each round's own ratio
+(rows of one round run minutes apart at most, so they see one machine speed).
 """
 from __future__ import annotations
 
@@ -365,7 +369,8 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
               "malloc": ("freed memory kept (ipmix_dali.memory), both backends" if malloc_kept
                          else "glibc defaults"),
               "loadavg": {"start": load_start, "end": os.getloadavg()},
-              "rows": rows, "ratios": _ratios(rows), "table": _table(rows)}
+              "rows": rows, "ratios": _ratios(rows),
+              "paired_ratios": _paired_ratios(rows), "table": _table(rows)}
     if out:
         result["chart"] = chart or os.path.splitext(out)[0] + ".png"
         bar_chart(rows, result["chart"], f"ipmix-dali bench: batch {batch_size}, "
@@ -421,6 +426,42 @@ def _ratios(rows):
     return ratios
 
 
+def _paired_ratios(rows):
+    """The whole-machine ratios and scaling efficiencies of :func:`_ratios`, each the median
+    over rounds of the ratio within one round (round r of one row against round r of the
+    other), for rows with two or more rounds. The rows of a round run next to each other in
+    time (the backends take turns, the core counts follow each other), so a round's ratio sees
+    one machine speed; the ratio of two median rows may pair a fast round with a slow one, and
+    this machine's speed drifts by tens of percent within minutes."""
+    both = len({r["jsd"] for r in rows if r["method"] != "none"}) > 1
+    runs = {}
+    for r in rows:
+        rates = r.get("samples_per_s_rounds") or []
+        if "error" not in r and len(rates) >= 2:
+            label = _label(r) if both else r["method"]
+            runs[(r["backend"], label, r.get("pinned_cores"))] = np.asarray(rates, float)
+
+    def median_ratio(num, den, scale=1.0):
+        n = min(len(num), len(den))
+        return round(float(np.median(num[:n] / (den[:n] * scale))), 2)
+
+    ratios = {}
+    for (backend, label, pinned), cpu in runs.items():
+        ref = runs.get(("reference", label, pinned))
+        if backend == "dali-cpu" and ref is not None:
+            at = f" at {pinned} core{'s' * (pinned > 1)}" if pinned else ""
+            ratios[f"dali-cpu/reference {label}{at} (whole machine)"] = median_ratio(cpu, ref)
+    pinned = sorted({k for _, _, k in runs if k is not None})
+    if len(pinned) > 1:
+        lo, hi = pinned[0], pinned[-1]
+        for (backend, label, k), rates in runs.items():
+            base = runs.get((backend, label, lo))
+            if k == hi and base is not None:
+                ratios[f"{backend} {label} scaling efficiency {lo}->{hi} cores"] = median_ratio(
+                    rates, base, hi / lo)
+    return ratios
+
+
 def _run_pinned(kwargs, cores, out, chart, log):
     """Every row set once per core count, in a child process pinned to the first k usable
     cores; one merged result."""
@@ -466,7 +507,8 @@ def _run_pinned(kwargs, cores, out, chart, log):
               "warmup": kwargs["warmup"], "pinned": parts, "usable_cores": usable_cores(),
               "machine": _machine(), "malloc": parts[0]["malloc"],
               "loadavg": {"start": load_start, "end": os.getloadavg()},
-              "rows": rows, "ratios": _ratios(rows), "table": _table(rows)}
+              "rows": rows, "ratios": _ratios(rows),
+              "paired_ratios": _paired_ratios(rows), "table": _table(rows)}
     if out:
         result["chart"] = chart or os.path.splitext(out)[0] + ".png"
         bar_chart(rows, result["chart"], f"ipmix-dali bench: batch {kwargs['batch_size']}, "
