@@ -107,6 +107,17 @@ def _reference_batches(files, config, bank, batch_size, workers, seed):
             shutdown()
 
 
+def default_bench_data(images: int = 256) -> str:
+    """The bench's default data: ``images`` ImageNet-like 500x375 JPEGs (crops of real
+    photographs) in 8 classes, written once into the cache."""
+    from ..mixing.bank import default_cache_dir
+    from ..tools.samples import write_jpeg_tree
+
+    data = os.path.join(default_cache_dir().parent, f"bench-jpegs-{images}")
+    write_jpeg_tree(data, classes=8, per_class=max(1, images // 8), seed=0)
+    return data
+
+
 def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_threads=1,
                   stage_workers=1):
     from ..executors import get_executor, stage_executor
@@ -280,8 +291,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     each other in time see the same drift."""
     from ..datasets import scan_image_folder
     from ..executors.pool import default_stage_workers, usable_cores
-    from ..mixing.bank import default_cache_dir, load_mixing_bank
-    from ..tools.samples import write_jpeg_tree
+    from ..mixing.bank import load_mixing_bank
 
     if int(rounds) < 1:
         raise ValueError(f"--rounds {rounds}: give a number of rounds >= 1, e.g. --rounds 3")
@@ -292,8 +302,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}: choose from {', '.join(METHODS)}")
     if data is None:
-        data = os.path.join(default_cache_dir().parent, f"bench-jpegs-{images}")
-        write_jpeg_tree(data, classes=8, per_class=max(1, images // 8), seed=0)
+        data = default_bench_data(images)
     if cores:
         return _run_pinned(dict(backends=list(backends), methods=list(methods), jsd=jsd,
                                 batch_size=batch_size, batches=batches, warmup=warmup,
