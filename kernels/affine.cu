@@ -3,7 +3,9 @@
 //
 // Layout: images are NHWC uint8, n images of h x w x 3, C-contiguous; element
 // ((i * h + y) * w + x) * 3 + c. The output (same layout) is written in full; the input is never
-// written. One thread per output pixel (all three channels), grid-stride loop.
+// written. affine_bilinear: one thread per output pixel (all three channels), grid-stride loop
+// (the GPU). affine_bilinear_rows: one thread per output row, the same pixel functions (the
+// host's native CPU path, ipmix_dali/executors/native.py).
 //
 // Parameter arrays (built on the host by ipmix_dali/executors/cupy_ops.py, which mirrors
 // ipmix_dali/executors/np_ops.py):
@@ -56,6 +58,145 @@ __device__ __forceinline__ double affine_lerp(int a, int b, double d) {
     return t + (double)a;
 }
 
+// Rotate's exact fast paths and integer translations (mode >= AFFINE_SHIFT): output (x, y)
+// copies one source pixel, or is 0 where that pixel lies outside.
+__device__ __forceinline__ void affine_move(const unsigned char* __restrict__ src,
+                                            unsigned char* __restrict__ dst,
+                                            const double* __restrict__ a, int m, int x, int y,
+                                            int h, int w) {
+    int sx, sy;
+    if (m == AFFINE_SHIFT) {
+        sx = x + (int)a[2];
+        sy = y + (int)a[5];
+    } else if (m == AFFINE_ROT180) {
+        sx = w - 1 - x;
+        sy = h - 1 - y;
+    } else if (m == AFFINE_ROT90) {  // np.rot90(k=1): out[y, x] = in[x, w - 1 - y]
+        sx = w - 1 - y;
+        sy = x;
+    } else {  // AFFINE_ROT270, np.rot90(k=-1): out[y, x] = in[h - 1 - x, y]
+        sx = y;
+        sy = h - 1 - x;
+    }
+    if (sx >= 0 && sx < w && sy >= 0 && sy < h) {
+        const unsigned char* s = src + ((long long)sy * w + sx) * 3;
+        dst[0] = s[0];
+        dst[1] = s[1];
+        dst[2] = s[2];
+    } else {
+        dst[0] = 0;
+        dst[1] = 0;
+        dst[2] = 0;
+    }
+}
+
+// The sample point of output (x, y) along one axis, from its computed coordinate s (xs or ys)
+// and the axis length n: whether it is inside [0, n), the clamped neighbours lo, hi and the
+// fraction d. Straight-line code (no early exit: a host compiler vectorises loops of it); for
+// an outside point the neighbours and fraction are those of 0.5 and unused.
+__device__ __forceinline__ int affine_axis(double s, int n, int* lo, int* hi, double* d) {
+    const int inside = (s >= 0.0) & (s < (double)n);  // NaN: outside
+    const double shifted = s - 0.5;  // computed for every point: a select, not a branch
+    s = inside ? shifted : 0.0;
+    const double f = floor(s);
+    *d = s - f;
+    const int i = (int)f;  // in [-1, n - 1]
+    *lo = affine_clampi(i, 0, n - 1);
+    *hi = affine_clampi(i + 1, 0, n - 1);
+    return inside;
+}
+
+// The source of output (x, y) for the interpolating modes: the sample point (in float64, one
+// rounded operation at a time, as the header says) and, per axis, its neighbours and fraction.
+// One function per mode (a loop over a row calls one of them: no branch inside, so it
+// vectorises); each returns whether the point is inside the image.
+__device__ __forceinline__ int affine_source_general(const double* __restrict__ a, int x, int y,
+                                                     int h, int w, int* x0, int* x1, int* y0,
+                                                     int* y1, double* dx, double* dy) {
+    const double xin = (double)x + 0.5;
+    const double yin = (double)y + 0.5;
+    double xs = a[0] * xin;
+    double t = a[1] * yin;
+    xs = xs + t;
+    xs = xs + a[2];
+    double ys = a[3] * xin;
+    t = a[4] * yin;
+    ys = ys + t;
+    ys = ys + a[5];
+    const int inx = affine_axis(xs, w, x0, x1, dx);
+    const int iny = affine_axis(ys, h, y0, y1, dy);
+    return inx & iny;
+}
+
+// AFFINE_ROWS: the row stays (y0 = y1 = y, dy = 0).
+__device__ __forceinline__ int affine_source_rows(const double* __restrict__ a, int x, int y,
+                                                  int h, int w, int* x0, int* x1, int* y0,
+                                                  int* y1, double* dx, double* dy) {
+    const double xin = (double)x + 0.5;
+    const double yin = (double)y + 0.5;
+    double xs = a[1] * yin;
+    xs = xin + xs;
+    *y0 = y;
+    *y1 = y;
+    *dy = 0.0;
+    return affine_axis(xs, w, x0, x1, dx);
+}
+
+// AFFINE_COLS: the column stays (x0 = x1 = x, dx = 0).
+__device__ __forceinline__ int affine_source_cols(const double* __restrict__ a, int x, int y,
+                                                  int h, int w, int* x0, int* x1, int* y0,
+                                                  int* y1, double* dx, double* dy) {
+    const double xin = (double)x + 0.5;
+    const double yin = (double)y + 0.5;
+    double ys = a[3] * xin;
+    ys = ys + yin;
+    *x0 = x;
+    *x1 = x;
+    *dx = 0.0;
+    return affine_axis(ys, h, y0, y1, dy);
+}
+
+__device__ __forceinline__ int affine_source(int m, const double* __restrict__ a, int x, int y,
+                                             int h, int w, int* x0, int* x1, int* y0, int* y1,
+                                             double* dx, double* dy) {
+    if (m == AFFINE_GENERAL) return affine_source_general(a, x, y, h, w, x0, x1, y0, y1, dx, dy);
+    if (m == AFFINE_ROWS) return affine_source_rows(a, x, y, h, w, x0, x1, y0, y1, dx, dy);
+    return affine_source_cols(a, x, y, h, w, x0, x1, y0, y1, dx, dy);
+}
+
+// The value of an interpolated output pixel from its source (affine_source): BILINEAR along x
+// on both rows, then across the rows (AFFINE_GENERAL); one interpolation for ROWS (along x) and
+// COLS (down the column, the neighbours' two rows taken as "x"), truncated to uint8.
+__device__ __forceinline__ void affine_gather(const unsigned char* __restrict__ src,
+                                              unsigned char* __restrict__ dst, int m, int inside,
+                                              int x0, int x1, int y0, int y1, double dx,
+                                              double dy, int w) {
+    if (!inside) {
+        dst[0] = 0;
+        dst[1] = 0;
+        dst[2] = 0;
+        return;
+    }
+    const unsigned char* r0 = src + (long long)y0 * w * 3;
+    const unsigned char* r1 = src + (long long)y1 * w * 3;
+    if (m == AFFINE_GENERAL) {
+        for (int c = 0; c < 3; ++c) {
+            double top = affine_lerp(r0[x0 * 3 + c], r0[x1 * 3 + c], dx);
+            double bot = affine_lerp(r1[x0 * 3 + c], r1[x1 * 3 + c], dx);
+            bot = bot - top;
+            bot = bot * dy;
+            top = top + bot;
+            dst[c] = (unsigned char)top;
+        }
+    } else if (m == AFFINE_ROWS) {
+        for (int c = 0; c < 3; ++c)
+            dst[c] = (unsigned char)affine_lerp(r0[x0 * 3 + c], r0[x1 * 3 + c], dx);
+    } else {  // AFFINE_COLS: x0 == x1 == x
+        for (int c = 0; c < 3; ++c)
+            dst[c] = (unsigned char)affine_lerp(r0[x0 * 3 + c], r1[x0 * 3 + c], dy);
+    }
+}
+
 extern "C" __global__ void affine_bilinear(const unsigned char* __restrict__ in,
                                            unsigned char* __restrict__ out,
                                            const double* __restrict__ coef,
@@ -72,106 +213,64 @@ extern "C" __global__ void affine_bilinear(const unsigned char* __restrict__ in,
         unsigned char* dst = out + p * 3;
         const double* a = coef + i * 6;
         const int m = mode[i];
-
-        if (m >= AFFINE_SHIFT) {  // exact pixel moves
-            int sx, sy;
-            if (m == AFFINE_SHIFT) {
-                sx = x + (int)a[2];
-                sy = y + (int)a[5];
-            } else if (m == AFFINE_ROT180) {
-                sx = w - 1 - x;
-                sy = h - 1 - y;
-            } else if (m == AFFINE_ROT90) {  // np.rot90(k=1): out[y, x] = in[x, w - 1 - y]
-                sx = w - 1 - y;
-                sy = x;
-            } else {  // AFFINE_ROT270, np.rot90(k=-1): out[y, x] = in[h - 1 - x, y]
-                sx = y;
-                sy = h - 1 - x;
-            }
-            if (sx >= 0 && sx < w && sy >= 0 && sy < h) {
-                const unsigned char* s = src + ((long long)sy * w + sx) * 3;
-                dst[0] = s[0];
-                dst[1] = s[1];
-                dst[2] = s[2];
-            } else {
-                dst[0] = 0;
-                dst[1] = 0;
-                dst[2] = 0;
-            }
+        if (m >= AFFINE_SHIFT) {
+            affine_move(src, dst, a, m, x, y, h, w);
             continue;
         }
+        int x0, x1, y0, y1;
+        double dx, dy;
+        const int inside = affine_source(m, a, x, y, h, w, &x0, &x1, &y0, &y1, &dx, &dy);
+        affine_gather(src, dst, m, inside, x0, x1, y0, y1, dx, dy, w);
+    }
+}
 
-        const double xin = (double)x + 0.5;
-        const double yin = (double)y + 0.5;
-        if (m == AFFINE_GENERAL) {
-            double xs = a[0] * xin;
-            double t = a[1] * yin;
-            xs = xs + t;
-            xs = xs + a[2];
-            double ys = a[3] * xin;
-            t = a[4] * yin;
-            ys = ys + t;
-            ys = ys + a[5];
-            if (!(xs >= 0.0 && xs < (double)w && ys >= 0.0 && ys < (double)h)) {
-                dst[0] = 0;
-                dst[1] = 0;
-                dst[2] = 0;
-                continue;
+// The same pixels, one thread per output row (image i, row y), in chunks of AFFINE_ROW_CHUNK
+// pixels: first every pixel's source (straight-line float64 code that a host compiler
+// vectorises), then the gathers. For the host (ipmix_dali.executors.native: one thread for the
+// whole batch, no divisions per pixel); the GPU keeps one thread per pixel. The same functions,
+// so the same bits (tests/test_native.py).
+#define AFFINE_ROW_CHUNK 32
+extern "C" __global__ void affine_bilinear_rows(const unsigned char* __restrict__ in,
+                                                unsigned char* __restrict__ out,
+                                                const double* __restrict__ coef,
+                                                const int* __restrict__ mode, int n, int h,
+                                                int w) {
+    const long long hw = (long long)h * w;
+    const long long rows = (long long)n * h;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < rows; t += stride) {
+        const long long i = t / h;
+        const int y = (int)(t - i * h);
+        const unsigned char* src = in + i * hw * 3;
+        unsigned char* dst = out + t * w * 3;
+        const double* a = coef + i * 6;
+        const int m = mode[i];
+        if (m >= AFFINE_SHIFT) {
+            for (int x = 0; x < w; ++x) affine_move(src, dst + (long long)x * 3, a, m, x, y, h, w);
+            continue;
+        }
+        int ok[AFFINE_ROW_CHUNK], x0[AFFINE_ROW_CHUNK], x1[AFFINE_ROW_CHUNK];
+        int y0[AFFINE_ROW_CHUNK], y1[AFFINE_ROW_CHUNK];
+        double dx[AFFINE_ROW_CHUNK], dy[AFFINE_ROW_CHUNK];
+        for (int c0 = 0; c0 < w; c0 += AFFINE_ROW_CHUNK) {
+            const int cnt = w - c0 < AFFINE_ROW_CHUNK ? w - c0 : AFFINE_ROW_CHUNK;
+            if (m == AFFINE_GENERAL) {
+                for (int k = 0; k < cnt; ++k)
+                    ok[k] = affine_source_general(a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k],
+                                                  &y1[k], &dx[k], &dy[k]);
+            } else if (m == AFFINE_ROWS) {
+                for (int k = 0; k < cnt; ++k)
+                    ok[k] = affine_source_rows(a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k],
+                                               &y1[k], &dx[k], &dy[k]);
+            } else {
+                for (int k = 0; k < cnt; ++k)
+                    ok[k] = affine_source_cols(a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k],
+                                               &y1[k], &dx[k], &dy[k]);
             }
-            xs = xs - 0.5;
-            const double fx = floor(xs);
-            const double dx = xs - fx;
-            ys = ys - 0.5;
-            const double fy = floor(ys);
-            const double dy = ys - fy;
-            const int ix = (int)fx, iy = (int)fy;  // in [-1, w - 1] and [-1, h - 1]
-            const int x0 = affine_clampi(ix, 0, w - 1), x1 = affine_clampi(ix + 1, 0, w - 1);
-            const int y0 = affine_clampi(iy, 0, h - 1), y1 = affine_clampi(iy + 1, 0, h - 1);
-            const unsigned char* r0 = src + (long long)y0 * w * 3;
-            const unsigned char* r1 = src + (long long)y1 * w * 3;
-            for (int c = 0; c < 3; ++c) {
-                double top = affine_lerp(r0[x0 * 3 + c], r0[x1 * 3 + c], dx);
-                double bot = affine_lerp(r1[x0 * 3 + c], r1[x1 * 3 + c], dx);
-                bot = bot - top;
-                bot = bot * dy;
-                top = top + bot;
-                dst[c] = (unsigned char)top;
+            for (int k = 0; k < cnt; ++k) {
+                affine_gather(src, dst + (long long)(c0 + k) * 3, m, ok[k], x0[k], x1[k], y0[k],
+                              y1[k], dx[k], dy[k], w);
             }
-        } else if (m == AFFINE_ROWS) {
-            double xs = a[1] * yin;
-            xs = xin + xs;
-            if (!(xs >= 0.0 && xs < (double)w)) {
-                dst[0] = 0;
-                dst[1] = 0;
-                dst[2] = 0;
-                continue;
-            }
-            xs = xs - 0.5;
-            const double fx = floor(xs);
-            const double dx = xs - fx;
-            const int ix = (int)fx;
-            const int x0 = affine_clampi(ix, 0, w - 1), x1 = affine_clampi(ix + 1, 0, w - 1);
-            const unsigned char* r0 = src + (long long)y * w * 3;
-            for (int c = 0; c < 3; ++c)
-                dst[c] = (unsigned char)affine_lerp(r0[x0 * 3 + c], r0[x1 * 3 + c], dx);
-        } else {  // AFFINE_COLS
-            double ys = a[3] * xin;
-            ys = ys + yin;
-            if (!(ys >= 0.0 && ys < (double)h)) {
-                dst[0] = 0;
-                dst[1] = 0;
-                dst[2] = 0;
-                continue;
-            }
-            ys = ys - 0.5;
-            const double fy = floor(ys);
-            const double dy = ys - fy;
-            const int iy = (int)fy;
-            const int y0 = affine_clampi(iy, 0, h - 1), y1 = affine_clampi(iy + 1, 0, h - 1);
-            const unsigned char* c0 = src + ((long long)y0 * w + x) * 3;
-            const unsigned char* c1 = src + ((long long)y1 * w + x) * 3;
-            for (int c = 0; c < 3; ++c)
-                dst[c] = (unsigned char)affine_lerp(c0[c], c1[c], dy);
         }
     }
 }

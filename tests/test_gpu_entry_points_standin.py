@@ -106,7 +106,7 @@ def test_single_op_entry_points(photos):
         xf = to_float_cupy(x)
         got_lm = cupy.asnumpy(apply_layermix_op_cupy(lm_rot, xf, params))
         xf = cupy.asnumpy(xf)
-    assert np.array_equal(got, np_ops.apply_pil_op(rot, photos, params))
+    assert np.array_equal(got, np_ops.apply_pil_op(rot, photos, params, native=False))
     assert np.array_equal(xf, layermix_ops.to_float_np(photos))
     twin = layermix_ops.apply_layermix_op_np(lm_rot, xf, params, native=False)
     assert np.array_equal(got_lm, twin)

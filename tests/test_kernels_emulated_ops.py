@@ -49,7 +49,7 @@ def assert_same(modules, op_id, images, params, what=""):
     params = np.asarray(params, dtype=np.float64)
     before = images.copy()
     ours = run_emulated(modules, op_id, images, params)
-    ref = np_ops.apply_pil_op(op_id, images, params)
+    ref = np_ops.apply_pil_op(op_id, images, params, native=False)
     assert np.array_equal(images, before), "input modified"
     assert ours.dtype == np.uint8 and ours.shape == ref.shape
     bad = np.nonzero(np.any(ours != ref, axis=(1, 2, 3)))[0]

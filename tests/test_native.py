@@ -192,3 +192,155 @@ def test_row_kernel_equals_pixel_kernel_on_any_grid(shape):
     for got in outs.values():
         np.testing.assert_array_equal(_bits(got), _bits(want))
     assert not np.isnan(want).all(axis=(1, 2, 3)).any()
+
+
+# --- the PIL ops' warp (AugMix, PixMix, IPMix): kernels/affine.cu on the host ------------------
+
+PIL_GEOMETRIC = native.PIL_NATIVE_OPS
+
+
+def _pil_same(name, images, params):
+    from ipmix_dali.executors import np_ops
+    from ipmix_dali.ops.table import PIL_OPS
+
+    op_id = PIL_OPS.index(name)
+    params = np.asarray(params, dtype=np.float64)
+    before = images.copy()
+    got = native.pil_geometric(op_id, images, params)
+    want = np_ops.apply_pil_op(op_id, images, params, native=False)
+    assert np.array_equal(images, before), "input modified"
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np_ops.apply_pil_op(op_id, images, params), want)
+    return got
+
+
+@pytest.mark.parametrize("name", PIL_GEOMETRIC)
+@pytest.mark.parametrize("shape", [(224, 224), (32, 32), (24, 40)])
+def test_pil_native_equals_twin(name, shape):
+    rng = np.random.default_rng(len(name) + shape[1])
+    images = sample_photos(6, shape[0], seed=shape[1])
+    if shape[1] != shape[0]:
+        images = np.ascontiguousarray(np.resize(images, (6,) + shape + (3,)))
+    limit = 30.0 if name == "rotate" else 0.3
+    got = _pil_same(name, images, rng.uniform(-limit, limit, 6))
+    assert (got != images).any()
+
+
+@pytest.mark.parametrize("name", PIL_GEOMETRIC)
+def test_pil_native_extremes_and_special_angles(name):
+    """Rotate's exact fast paths (0, 90, 180, 270 and their equivalents) mixed with general
+    angles in one batch, shears far past the border and tiny ones, noise images."""
+    params = {
+        "rotate": [0.0, 90.0, 180.0, 270.0, -90.0, 450.0, 1e-9, 135.0, -270.5, 179.99],
+        "shear_x": [3.0, -2.5, 0.3, -1e-3, 0.0, 1.0, -1.0, 1e-6, 7.5, -0.3],
+        "shear_y": [-3.0, 2.5, -0.3, 1e-3, 0.0, -1.0, 1.0, -1e-6, -7.5, 0.3],
+    }[name]
+    rng = np.random.default_rng(11)
+    images = rng.integers(0, 256, (len(params), 32, 32, 3), dtype=np.uint8)
+    _pil_same(name, images, params)
+    # a non-square batch takes rotate's 90 / 270 through the general warp
+    _pil_same(name, rng.integers(0, 256, (len(params), 20, 36, 3), dtype=np.uint8), params)
+
+
+def test_pil_native_takes_any_layout_and_empty_batches():
+    rng = np.random.default_rng(12)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)[::-1, :, ::-1]
+    _pil_same("rotate", images, [17.0, -3.0, 90.0, 44.0, 181.0])
+    from ipmix_dali.ops.table import PIL_OPS
+
+    empty = np.zeros((0, 8, 8, 3), np.uint8)
+    assert native.pil_geometric(PIL_OPS.index("shear_y"), empty, np.zeros(0)).shape == (0, 8, 8, 3)
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (7, 33), (1, 70)])
+def test_pil_row_kernel_equals_pixel_kernel_on_any_grid(shape):
+    """The host runs ``affine_bilinear_rows`` (one thread per row, chunks of 32 pixels); as a
+    GPU kernel on several blocks and threads it writes the per-pixel kernel's bits, every mode
+    in one batch."""
+    from ipmix_dali.executors.cupy_ops import (
+        AFFINE_COLS,
+        AFFINE_GENERAL,
+        AFFINE_ROWS,
+        AFFINE_SHIFT,
+        execute_plan,
+        prepare_pil_op,
+    )
+    from ipmix_dali.ops.table import PIL_OPS
+
+    rng = np.random.default_rng(sum(shape))
+    images = rng.integers(0, 256, (6,) + shape + (3,), dtype=np.uint8)
+    plan = prepare_pil_op(PIL_OPS.index("rotate"), images.shape,
+                          np.array([17.0, 90.0, -33.0, 180.0, 0.0, 271.0]))
+    plan.arrays["mode"][:] = [AFFINE_GENERAL, AFFINE_ROWS, AFFINE_COLS, AFFINE_SHIFT,
+                              AFFINE_GENERAL, AFFINE_ROWS]
+    plan.arrays["coef"][1, 1] = 0.7
+    plan.arrays["coef"][2, 3] = -0.4
+    plan.arrays["coef"][3, [2, 5]] = [3.0, -2.0]
+    plan.arrays["coef"][5, 1] = -1.3
+    mod = native.pil_module()
+    outs = {}
+    for kernel, grid, block in [("affine_bilinear", (1, 1, 1), (1, 1, 1)),
+                                ("affine_bilinear_rows", (1, 1, 1), (1, 1, 1)),
+                                ("affine_bilinear_rows", (3, 1, 1), (5, 1, 1))]:
+        def launch(kl, args):
+            assert kl.name == "affine_bilinear"
+            mod.launch(kernel, grid=grid, block=block, args=args)
+
+        for fill in (7, 201):  # every output pixel written: the prefill does not show
+            out = np.full_like(images, fill)
+            outs[(kernel, grid, fill)] = execute_plan(plan, images, out,
+                                                      to_device=np.ascontiguousarray,
+                                                      zeros=np.zeros, launch=launch)
+    want = outs[("affine_bilinear", (1, 1, 1), 7)]
+    for got in outs.values():
+        np.testing.assert_array_equal(got, want)
+    assert (want != 0).mean() > 0.5
+
+
+def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch, caplog):
+    from ipmix_dali.executors import np_ops
+    from ipmix_dali.kernels import host
+    from ipmix_dali.ops.table import PIL_OPS
+
+    rot = PIL_OPS.index("rotate")
+    images = np.random.default_rng(13).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    want = np_ops.apply_pil_op(rot, images, [10.0, 20.0], native=False)
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.pil_geometric(rot, images, np.array([10.0, 20.0])) is None
+    assert np.array_equal(np_ops.apply_pil_op(rot, images, [10.0, 20.0]), want)
+    monkeypatch.setenv(native.ENV, "1")
+    real = host.HostModule
+
+    def no_compiler(filename, extra_flags=(), compiler=None):
+        return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
+                    compiler="/nonexistent/g++")
+
+    monkeypatch.setattr(host, "HostModule", no_compiler)
+    monkeypatch.setattr(native, "_pil_state", {"module": None, "error": None})
+    with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
+        first = np_ops.apply_pil_op(rot, images, [10.0, 20.0])
+        again = np_ops.apply_pil_op(PIL_OPS.index("shear_x"), images, [0.1, 0.2])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "kernels/affine.cu" in warnings[0] and "g++" in warnings[0]
+    assert np.array_equal(first, want)
+    assert np.array_equal(again, np_ops.apply_pil_op(PIL_OPS.index("shear_x"), images,
+                                                     [0.1, 0.2], native=False))
+
+
+@pytest.mark.parametrize("method", ["augmix", "ipmix", "pixmix"])
+def test_pil_batches_equal_with_native_on_and_off(monkeypatch, method):
+    """The CPU executor's views (with JSD) are the same pixels with the native PIL warp and with
+    the NumPy twin."""
+    cfg = make_config(method, "cifar", jsd=True)
+    bank = builtin_mixing_bank(count=4, side=36, seed=1)
+    images = sample_photos(12, 32, seed=3, min_scale=0.3)
+    for iteration in range(2):
+        plan = sample_plan(cfg, 12, make_rng(6, 0, 0, iteration), len(bank), bank.side)
+        pics = None if method == "augmix" else \
+            bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, 32)
+        monkeypatch.setenv(native.ENV, "0")
+        twin = NumpyExecutor().apply(images, pics, plan)
+        monkeypatch.setenv(native.ENV, "1")
+        got = NumpyExecutor().apply(images, pics, plan)
+        assert np.array_equal(_bits(got), _bits(twin)), (method, iteration)

@@ -190,6 +190,9 @@ def test_matches_pil(name, s, images):
     params = np.array([p for _, p in pairs], dtype=np.float64)
     batch = imgs[idx]
     ours = np_ops.apply_pil_op(PIL_OPS.index(name), batch, params)
+    # the native warp (rotate, shears; the default) and the NumPy twin: the same bits
+    assert np.array_equal(ours, np_ops.apply_pil_op(PIL_OPS.index(name), batch, params,
+                                                    native=False))
     ref = np.stack([pil_ref(name, imgs[i], p) for i, p in pairs])
     for j, (i, p) in enumerate(pairs):  # per image, for a readable failure
         _assert_agrees(name, ours[j], ref[j], f"size {s} image {i} param {p}")

@@ -1,19 +1,27 @@
-"""The native CPU path: LayerMix's geometric ops run as the GPU's warp kernel compiled for the host.
+"""The native CPU path: the geometric ops run as the GPU's warp kernels compiled for the host.
 
-The NumPy twin of the warp (``layermix_ops._warp_bilinear``) reproduces torch's float32 fused
-multiply-adds with float64 products, in ~30 NumPy passes over each image: ~45 % of the CPU
-executor's LayerMix time, and the reason its CPU stage was barely faster than the torch
+LayerMix: the NumPy twin of its warp (``layermix_ops._warp_bilinear``) reproduces torch's
+float32 fused multiply-adds with float64 products, in ~30 NumPy passes over each image: ~45 % of
+the CPU executor's LayerMix time, and the reason its CPU stage was barely faster than the torch
 reference. ``kernels/layermix_ops.cu``'s ``layermix_affine_bilinear`` computes the same thing
-(the emulator tests assert it equals the twin bit for bit) in one pass. Here it is compiled
-with g++ (``ipmix_dali.kernels.host``: no contraction, IEEE semantics; ``-O3`` and, where the
-CPU has it, ``-mfma``, which turns the kernel's explicit ``fma`` into one instruction, the same
-single rounding) and run as one host thread over the batch, as its per-row twin
-``layermix_affine_bilinear_rows`` (the same pixel functions, vectorisable loops over chunks
-of a row): 4-5x faster than the twin (docs/cpu_stage.md), the same pixels.
+(the emulator tests assert it equals the twin bit for bit) in one pass.
 
-``IPMIX_DALI_NATIVE=0`` turns it off (the twin runs). Without a C++ compiler it is off too,
-with one warning per process; the pixels do not change either way, only the speed. The library
-is cached in the temp directory (built once per machine, ~2 s).
+The PIL ops of AugMix, PixMix and IPMix: rotate, shear_x and shear_y are Pillow's bilinear
+``transform`` (``np_ops._warp``: a neighbour table and ~20 float64 NumPy passes per block,
+~30-45 % of the executor's AugMix and IPMix time); ``kernels/affine.cu``'s ``affine_bilinear``
+is its GPU twin, bit for bit. The translations (whole-pixel slices in NumPy) stay NumPy, which
+is faster there.
+
+Both files are compiled with g++ (``ipmix_dali.kernels.host``: no contraction, IEEE semantics;
+``-O3`` and, where the CPU has it, ``-mfma``, which turns LayerMix's explicit ``fma`` into one
+instruction, the same single rounding) and run as one host thread over the batch, as their
+per-row forms (``layermix_affine_bilinear_rows``, ``affine_bilinear_rows``: the same pixel
+functions in loops over chunks of a row, no division per pixel): 2-5x faster than the twins
+(docs/cpu_stage.md), the same pixels.
+
+``IPMIX_DALI_NATIVE=0`` turns it off (the twins run). Without a C++ compiler it is off too,
+with one warning per kernel file and process; the pixels do not change either way, only the
+speed. The libraries are cached in the temp directory (built once per machine, ~2 s each).
 """
 from __future__ import annotations
 
@@ -22,16 +30,22 @@ import os
 
 import numpy as np
 
-__all__ = ["enabled", "module", "geometric", "host_flags"]
+__all__ = ["enabled", "module", "geometric", "pil_geometric", "host_flags", "PIL_NATIVE_OPS"]
 
 log = logging.getLogger("ipmix_dali.native")
 
 ENV = "IPMIX_DALI_NATIVE"
 _SOURCE = "layermix_ops.cu"
-_state = {"module": None, "error": None}
-# The GPU path's kernel -> its per-row form (the same pixel functions; for one host thread, in
-# loops the compiler vectorises)
-_HOST_KERNELS = {"layermix_affine_bilinear": "layermix_affine_bilinear_rows"}
+_state = {"module": None, "error": None}  # LayerMix's kernels
+_PIL_SOURCE = "affine.cu"
+_pil_state = {"module": None, "error": None}  # the PIL ops' warp
+# The GPU path's kernel -> its per-row form (the same pixel functions; for one host thread, no
+# division per pixel, loops the compiler may vectorise)
+_HOST_KERNELS = {"layermix_affine_bilinear": "layermix_affine_bilinear_rows",
+                 "affine_bilinear": "affine_bilinear_rows"}
+# The PIL ops that run natively: the bilinear warps (the translations are whole-pixel slices,
+# faster in NumPy: 0.02 against 0.07 ms per 224 px image)
+PIL_NATIVE_OPS = ("rotate", "shear_x", "shear_y")
 _warned = set()
 
 
@@ -61,21 +75,38 @@ def host_flags():
     return ("-O3", "-mfma") if _cpu_has_fma() else ("-O3",)
 
 
-def module():
-    """The compiled kernels, or None (turned off, or no working compiler: warned once)."""
+def _load(source: str, state: dict):
+    """The compiled ``source``, or None (turned off, or no working compiler: warned once)."""
     if not enabled():
         return None
-    if _state["module"] is None and _state["error"] is None:
+    if state["module"] is None and state["error"] is None:
         from ..kernels.host import HostModule
 
         try:
-            _state["module"] = HostModule(_SOURCE, extra_flags=host_flags())
+            state["module"] = HostModule(source, extra_flags=host_flags())
         except (RuntimeError, OSError) as exc:  # no compiler, or no writable temp directory
-            _state["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
-            log.warning("the native CPU warp is unavailable (%s): LayerMix's geometric ops run "
-                        "as NumPy (the same pixels, slower); install g++ to speed them up",
-                        _state["error"])
-    return _state["module"]
+            state["error"] = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning("the native CPU warp is unavailable (%s): the geometric ops of "
+                        "kernels/%s run as NumPy (the same pixels, slower); install g++ to "
+                        "speed them up", state["error"], source)
+    return state["module"]
+
+
+def module():
+    """LayerMix's compiled kernels, or None (turned off, or no working compiler: warned once)."""
+    return _load(_SOURCE, _state)
+
+
+def pil_module():
+    """The PIL ops' compiled warp, or None (turned off, or no working compiler: warned once)."""
+    return _load(_PIL_SOURCE, _pil_state)
+
+
+def _host_launch(mod):
+    def launch(kl, args):  # one host thread walks every row (the kernel's grid-stride loop)
+        mod.launch(_HOST_KERNELS.get(kl.name, kl.name), grid=(1, 1, 1), block=(1, 1, 1),
+                   args=args)
+    return launch
 
 
 def geometric(op_id: int, images: np.ndarray, params: np.ndarray):
@@ -97,9 +128,23 @@ def geometric(op_id: int, images: np.ndarray, params: np.ndarray):
     out = np.empty_like(src)
     plan = prepare_layermix_op(op_id, src.shape, params)
 
-    def launch(kl, args):  # one host thread walks every row (the kernel's grid-stride loop)
-        mod.launch(_HOST_KERNELS.get(kl.name, kl.name), grid=(1, 1, 1), block=(1, 1, 1),
-                   args=args)
-
     return execute_plan(plan, src, out, to_device=np.ascontiguousarray, zeros=np.zeros,
-                        launch=launch)
+                        launch=_host_launch(mod))
+
+
+def pil_geometric(op_id: int, images: np.ndarray, params: np.ndarray):
+    """PIL op ``op_id`` (one of :data:`PIL_NATIVE_OPS`) on uint8 (n, H, W, 3) ``images``, one
+    mapped param per image, by the compiled ``affine_bilinear``: ``np_ops.apply_pil_op(op_id,
+    images, params, native=False)`` bit for bit. The host side (matrices, rotate's exact fast
+    paths) is the GPU path's (``cupy_ops.prepare_pil_op``). None when the native path is
+    unavailable."""
+    mod = pil_module()
+    if mod is None:
+        return None
+    from .cupy_ops import execute_plan, prepare_pil_op
+
+    src = np.ascontiguousarray(images)
+    out = np.empty_like(src)
+    plan = prepare_pil_op(op_id, src.shape, params)
+    return execute_plan(plan, src, out, to_device=np.ascontiguousarray, zeros=np.zeros,
+                        launch=_host_launch(mod))
