@@ -225,8 +225,8 @@ extern "C" __global__ void affine_bilinear(const unsigned char* __restrict__ in,
 }
 
 // The same pixels, one thread per output row (image i, row y), in chunks of AFFINE_ROW_CHUNK
-// pixels: first every pixel's source (straight-line float64 code that a host compiler
-// vectorises), then the gathers. For the host (ipmix_dali.executors.native: one thread for the
+// pixels: first every pixel's source (straight-line float64 code; g++ 12 does not vectorise it:
+// the select that keeps an outside point's coordinate finite stays a branch), then the gathers. For the host (ipmix_dali.executors.native: one thread for the
 // whole batch, no divisions per pixel); the GPU keeps one thread per pixel. The same functions,
 // so the same bits (tests/test_native.py).
 #define AFFINE_ROW_CHUNK 32

@@ -2,9 +2,9 @@
 
 Two uses. The **emulator** (``ipmix_dali.testing.emulator.EmulatedModule``) lets CI (no GPU)
 check what the kernels compute, not only that they compile. The **native CPU path**
-(``ipmix_dali.executors.native``) runs the LayerMix warp kernel on the CPU stage: the kernel's
-arithmetic is the NumPy twin's, bit for bit (tested), in one compiled pass instead of ~30
-NumPy passes.
+(``ipmix_dali.executors.native``) runs the warp kernels (LayerMix's, and the PIL ops' rotate
+and shears) on the CPU stage: the kernels' arithmetic is the NumPy twins', bit for bit
+(tested), in one compiled pass instead of ~20-30 NumPy passes.
 
 A kernel file is compiled with g++ and ``build.EMULATOR_CXXFLAGS``, the host twins of the NVRTC
 options the GPU build uses (``build.COMPILE_OPTIONS``: no multiply-add contraction, no flush of
