@@ -164,31 +164,42 @@ def test_an_unwritable_cache_runs_the_twin(monkeypatch, caplog):
                                                        native=False))
 
 
+def _pixel_and_row_kernels(mod, plan, images, pixel_kernel, fills):
+    """``plan`` run with its per-pixel kernel (one thread) and with the per-row form on one
+    thread and on 3 blocks of 5 threads (the grid-stride loop), into outputs prefilled with
+    each of ``fills``: the outputs, by (kernel, grid, fill)."""
+    from ipmix_dali.executors.cupy_ops import execute_plan
+
+    outs = {}
+    for kernel, grid, block in [(pixel_kernel, (1, 1, 1), (1, 1, 1)),
+                                (pixel_kernel + "_rows", (1, 1, 1), (1, 1, 1)),
+                                (pixel_kernel + "_rows", (3, 1, 1), (5, 1, 1))]:
+        def launch(kl, args):
+            assert kl.name == pixel_kernel
+            mod.launch(kernel, grid=grid, block=block, args=args)
+
+        for fill in fills:
+            out = np.full_like(images, fill)
+            outs[(kernel, grid, fill)] = execute_plan(plan, images, out,
+                                                      to_device=np.ascontiguousarray,
+                                                      zeros=np.zeros, launch=launch)
+    return outs
+
+
 @pytest.mark.parametrize("shape", [(24, 40), (7, 33), (1, 70)])
 def test_row_kernel_equals_pixel_kernel_on_any_grid(shape):
     """The host runs ``layermix_affine_bilinear_rows`` (one thread per row, chunks of 32
     pixels; widths that are not a multiple of 32 here); it is a GPU kernel too: launched on
     several blocks and threads (the grid-stride loop), it writes the per-pixel kernel's bits."""
     from ipmix_dali.executors.cupy_layermix import prepare_layermix_op
-    from ipmix_dali.executors.cupy_ops import execute_plan
 
     rng = np.random.default_rng(sum(shape))
     images = rng.normal(0.5, 1.0, (6,) + shape + (3,)).astype(np.float32)
     params = np.array([17.0, 90.0, -33.0, 180.0, 1e-6, 271.0])
     plan = prepare_layermix_op(OP["rotate"], images.shape, params)
-    mod = native.module()
-    outs = {}
-    for kernel, grid, block in [("layermix_affine_bilinear", (1, 1, 1), (1, 1, 1)),
-                                ("layermix_affine_bilinear_rows", (1, 1, 1), (1, 1, 1)),
-                                ("layermix_affine_bilinear_rows", (3, 1, 1), (5, 1, 1))]:
-        def launch(kl, args):
-            assert kl.name == "layermix_affine_bilinear"
-            mod.launch(kernel, grid=grid, block=block, args=args)
-
-        out = np.full_like(images, np.nan)
-        outs[(kernel, grid)] = execute_plan(plan, images, out, to_device=np.ascontiguousarray,
-                                            zeros=np.zeros, launch=launch)
-    want = outs[("layermix_affine_bilinear", (1, 1, 1))]
+    outs = _pixel_and_row_kernels(native.module(), plan, images, "layermix_affine_bilinear",
+                                  (np.nan,))
+    want = outs[("layermix_affine_bilinear", (1, 1, 1), np.nan)]
     for got in outs.values():
         np.testing.assert_array_equal(_bits(got), _bits(want))
     assert not np.isnan(want).all(axis=(1, 2, 3)).any()
@@ -263,7 +274,6 @@ def test_pil_row_kernel_equals_pixel_kernel_on_any_grid(shape):
         AFFINE_GENERAL,
         AFFINE_ROWS,
         AFFINE_SHIFT,
-        execute_plan,
         prepare_pil_op,
     )
     from ipmix_dali.ops.table import PIL_OPS
@@ -278,20 +288,8 @@ def test_pil_row_kernel_equals_pixel_kernel_on_any_grid(shape):
     plan.arrays["coef"][2, 3] = -0.4
     plan.arrays["coef"][3, [2, 5]] = [3.0, -2.0]
     plan.arrays["coef"][5, 1] = -1.3
-    mod = native.pil_module()
-    outs = {}
-    for kernel, grid, block in [("affine_bilinear", (1, 1, 1), (1, 1, 1)),
-                                ("affine_bilinear_rows", (1, 1, 1), (1, 1, 1)),
-                                ("affine_bilinear_rows", (3, 1, 1), (5, 1, 1))]:
-        def launch(kl, args):
-            assert kl.name == "affine_bilinear"
-            mod.launch(kernel, grid=grid, block=block, args=args)
-
-        for fill in (7, 201):  # every output pixel written: the prefill does not show
-            out = np.full_like(images, fill)
-            outs[(kernel, grid, fill)] = execute_plan(plan, images, out,
-                                                      to_device=np.ascontiguousarray,
-                                                      zeros=np.zeros, launch=launch)
+    # every output pixel written: the prefill does not show
+    outs = _pixel_and_row_kernels(native.pil_module(), plan, images, "affine_bilinear", (7, 201))
     want = outs[("affine_bilinear", (1, 1, 1), 7)]
     for got in outs.values():
         np.testing.assert_array_equal(got, want)
