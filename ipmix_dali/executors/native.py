@@ -14,10 +14,10 @@ is faster there.
 
 Both files are compiled with g++ (``ipmix_dali.kernels.host``: no contraction, IEEE semantics;
 ``-O3``, ``-fno-trapping-math`` (see :func:`host_flags`) and, where the CPU has it, ``-mfma``,
-which turns LayerMix's explicit ``fma`` into one instruction, the same single rounding) and run as one host thread over the batch, as their
-per-row forms (``layermix_affine_bilinear_rows``, ``affine_bilinear_rows``: the same pixel
-functions in loops over chunks of a row, no division per pixel): 2-5x faster than the twins
-(docs/cpu_stage.md), the same pixels.
+which turns LayerMix's explicit ``fma`` into one instruction, the same single rounding) and run
+as one host thread over the batch, as their per-row forms (``layermix_affine_bilinear_rows``,
+``affine_bilinear_rows``: the same pixel functions in loops over chunks of a row, no division
+per pixel): 2-5x faster than the twins (docs/cpu_stage.md), the same pixels.
 
 ``IPMIX_DALI_NATIVE=0`` turns it off (the twins run). Without a C++ compiler it is off too,
 with one warning per kernel file and process; the pixels do not change either way, only the
@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-__all__ = ["enabled", "module", "geometric", "pil_geometric", "host_flags", "PIL_NATIVE_OPS"]
+__all__ = ["enabled", "module", "pil_module", "geometric", "pil_geometric", "host_flags",
+           "PIL_NATIVE_OPS"]
 
 log = logging.getLogger("ipmix_dali.native")
 
