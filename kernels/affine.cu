@@ -92,12 +92,11 @@ __device__ __forceinline__ void affine_move(const unsigned char* __restrict__ sr
 
 // The sample point of output (x, y) along one axis, from its computed coordinate s (xs or ys)
 // and the axis length n: whether it is inside [0, n), the clamped neighbours lo, hi and the
-// fraction d. Straight-line code (no early exit: a host compiler vectorises loops of it); for
-// an outside point the neighbours and fraction are those of 0.5 and unused.
+// fraction d. An outside point (NaN too) takes the neighbours and fraction of 0.5, unused by
+// affine_gather: its coordinate may be far out of int range.
 __device__ __forceinline__ int affine_axis(double s, int n, int* lo, int* hi, double* d) {
     const int inside = (s >= 0.0) & (s < (double)n);  // NaN: outside
-    const double shifted = s - 0.5;  // computed for every point: a select, not a branch
-    s = inside ? shifted : 0.0;
+    s = inside ? s - 0.5 : 0.0;
     const double f = floor(s);
     *d = s - f;
     const int i = (int)f;  // in [-1, n - 1]
@@ -106,16 +105,32 @@ __device__ __forceinline__ int affine_axis(double s, int n, int* lo, int* hi, do
     return inside;
 }
 
+// A shear (AFFINE_ROWS, AFFINE_COLS): the coordinate along the sheared axis is
+// along + coef * across (one product, one add: the header's xin + s * yin and s * xin + yin, an
+// add being the same either way round); the other axis keeps the pixel's own index (fixed,
+// fraction 0).
+__device__ __forceinline__ int affine_shear(double coef, double across, double along, int n,
+                                            int fixed, int* lo, int* hi, double* d, int* flo,
+                                            int* fhi, double* fd) {
+    double s = coef * across;
+    s = along + s;
+    *flo = fixed;
+    *fhi = fixed;
+    *fd = 0.0;
+    return affine_axis(s, n, lo, hi, d);
+}
+
 // The source of output (x, y) for the interpolating modes: the sample point (in float64, one
 // rounded operation at a time, as the header says) and, per axis, its neighbours and fraction.
-// One function per mode (a loop over a row calls one of them: no branch inside, so it
-// vectorises); each returns whether the point is inside the image.
-__device__ __forceinline__ int affine_source_general(const double* __restrict__ a, int x, int y,
-                                                     int h, int w, int* x0, int* x1, int* y0,
-                                                     int* y1, double* dx, double* dy) {
+// Returns whether the point is inside the image.
+__device__ __forceinline__ int affine_source(int m, const double* __restrict__ a, int x, int y,
+                                             int h, int w, int* x0, int* x1, int* y0, int* y1,
+                                             double* dx, double* dy) {
     const double xin = (double)x + 0.5;
     const double yin = (double)y + 0.5;
-    double xs = a[0] * xin;
+    if (m == AFFINE_ROWS) return affine_shear(a[1], yin, xin, w, y, x0, x1, dx, y0, y1, dy);
+    if (m == AFFINE_COLS) return affine_shear(a[3], xin, yin, h, x, y0, y1, dy, x0, x1, dx);
+    double xs = a[0] * xin;  // AFFINE_GENERAL
     double t = a[1] * yin;
     xs = xs + t;
     xs = xs + a[2];
@@ -126,42 +141,6 @@ __device__ __forceinline__ int affine_source_general(const double* __restrict__ 
     const int inx = affine_axis(xs, w, x0, x1, dx);
     const int iny = affine_axis(ys, h, y0, y1, dy);
     return inx & iny;
-}
-
-// AFFINE_ROWS: the row stays (y0 = y1 = y, dy = 0).
-__device__ __forceinline__ int affine_source_rows(const double* __restrict__ a, int x, int y,
-                                                  int h, int w, int* x0, int* x1, int* y0,
-                                                  int* y1, double* dx, double* dy) {
-    const double xin = (double)x + 0.5;
-    const double yin = (double)y + 0.5;
-    double xs = a[1] * yin;
-    xs = xin + xs;
-    *y0 = y;
-    *y1 = y;
-    *dy = 0.0;
-    return affine_axis(xs, w, x0, x1, dx);
-}
-
-// AFFINE_COLS: the column stays (x0 = x1 = x, dx = 0).
-__device__ __forceinline__ int affine_source_cols(const double* __restrict__ a, int x, int y,
-                                                  int h, int w, int* x0, int* x1, int* y0,
-                                                  int* y1, double* dx, double* dy) {
-    const double xin = (double)x + 0.5;
-    const double yin = (double)y + 0.5;
-    double ys = a[3] * xin;
-    ys = ys + yin;
-    *x0 = x;
-    *x1 = x;
-    *dx = 0.0;
-    return affine_axis(ys, h, y0, y1, dy);
-}
-
-__device__ __forceinline__ int affine_source(int m, const double* __restrict__ a, int x, int y,
-                                             int h, int w, int* x0, int* x1, int* y0, int* y1,
-                                             double* dx, double* dy) {
-    if (m == AFFINE_GENERAL) return affine_source_general(a, x, y, h, w, x0, x1, y0, y1, dx, dy);
-    if (m == AFFINE_ROWS) return affine_source_rows(a, x, y, h, w, x0, x1, y0, y1, dx, dy);
-    return affine_source_cols(a, x, y, h, w, x0, x1, y0, y1, dx, dy);
 }
 
 // The value of an interpolated output pixel from its source (affine_source): BILINEAR along x
@@ -225,10 +204,10 @@ extern "C" __global__ void affine_bilinear(const unsigned char* __restrict__ in,
 }
 
 // The same pixels, one thread per output row (image i, row y), in chunks of AFFINE_ROW_CHUNK
-// pixels: first every pixel's source (straight-line float64 code; g++ 12 does not vectorise it:
-// the select that keeps an outside point's coordinate finite stays a branch), then the gathers. For the host (ipmix_dali.executors.native: one thread for the
-// whole batch, no divisions per pixel); the GPU keeps one thread per pixel. The same functions,
-// so the same bits (tests/test_native.py).
+// pixels: first every pixel's source, then the gathers (g++ 12 vectorises neither: the select
+// that keeps an outside point's coordinate finite stays a branch). For the host
+// (ipmix_dali.executors.native: one thread for the whole batch, no division per pixel); the GPU
+// keeps one thread per pixel. The same functions, so the same bits (tests/test_native.py).
 #define AFFINE_ROW_CHUNK 32
 extern "C" __global__ void affine_bilinear_rows(const unsigned char* __restrict__ in,
                                                 unsigned char* __restrict__ out,
@@ -254,18 +233,9 @@ extern "C" __global__ void affine_bilinear_rows(const unsigned char* __restrict_
         double dx[AFFINE_ROW_CHUNK], dy[AFFINE_ROW_CHUNK];
         for (int c0 = 0; c0 < w; c0 += AFFINE_ROW_CHUNK) {
             const int cnt = w - c0 < AFFINE_ROW_CHUNK ? w - c0 : AFFINE_ROW_CHUNK;
-            if (m == AFFINE_GENERAL) {
-                for (int k = 0; k < cnt; ++k)
-                    ok[k] = affine_source_general(a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k],
-                                                  &y1[k], &dx[k], &dy[k]);
-            } else if (m == AFFINE_ROWS) {
-                for (int k = 0; k < cnt; ++k)
-                    ok[k] = affine_source_rows(a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k],
-                                               &y1[k], &dx[k], &dy[k]);
-            } else {
-                for (int k = 0; k < cnt; ++k)
-                    ok[k] = affine_source_cols(a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k],
-                                               &y1[k], &dx[k], &dy[k]);
+            for (int k = 0; k < cnt; ++k) {
+                ok[k] = affine_source(m, a, c0 + k, y, h, w, &x0[k], &x1[k], &y0[k], &y1[k],
+                                      &dx[k], &dy[k]);
             }
             for (int k = 0; k < cnt; ++k) {
                 affine_gather(src, dst + (long long)(c0 + k) * 3, m, ok[k], x0[k], x1[k], y0[k],

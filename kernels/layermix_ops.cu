@@ -442,8 +442,9 @@ extern "C" __global__ void layermix_affine_bilinear(const float* __restrict__ in
 
 // The same pixels, one thread per output row (image i, row y), in chunks of LM_ROW_CHUNK
 // pixels: first every pixel's weights and corner (straight-line code that g++ vectorises
-// with -fno-trapping-math, as ipmix_dali/executors/native.py builds it), then the corner sums. For the host's launch, one thread for the whole batch:
-// ~35 % faster there than the per-pixel kernel (docs/cpu_stage.md); the same functions, so the
+// with -fno-trapping-math, as ipmix_dali/executors/native.py builds it), then the corner sums.
+// For the host's launch, one thread for the whole batch: ~35 % faster there than the per-pixel
+// kernel (docs/cpu_stage.md); the same functions, so the
 // same bits (tests/test_native.py).
 #define LM_ROW_CHUNK 32
 extern "C" __global__ void layermix_affine_bilinear_rows(const float* __restrict__ in,

@@ -98,7 +98,9 @@ def test_layermix_batches_equal_with_native_on_and_off(monkeypatch):
         assert np.array_equal(_bits(got), _bits(twin)), iteration
 
 
-def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
+def _without_a_compiler(monkeypatch, state: str):
+    """Host builds point at a compiler that does not exist, and ``native.<state>`` (the cached
+    module of one kernel file) is reset so that the next use builds again."""
     from ipmix_dali.kernels import host
 
     real = host.HostModule
@@ -108,7 +110,11 @@ def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
                     compiler="/nonexistent/g++")
 
     monkeypatch.setattr(host, "HostModule", no_compiler)
-    monkeypatch.setattr(native, "_state", {"module": None, "error": None})
+    monkeypatch.setattr(native, state, {"module": None, "error": None})
+
+
+def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
+    _without_a_compiler(monkeypatch, "_state")
     images = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         first = lm.apply_layermix_op_np(OP["rotate"], images, [10.0, 20.0])
@@ -298,7 +304,6 @@ def test_pil_row_kernel_equals_pixel_kernel_on_any_grid(shape):
 
 def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch, caplog):
     from ipmix_dali.executors import np_ops
-    from ipmix_dali.kernels import host
     from ipmix_dali.ops.table import PIL_OPS
 
     rot = PIL_OPS.index("rotate")
@@ -308,14 +313,7 @@ def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch
     assert native.pil_geometric(rot, images, np.array([10.0, 20.0])) is None
     assert np.array_equal(np_ops.apply_pil_op(rot, images, [10.0, 20.0]), want)
     monkeypatch.setenv(native.ENV, "1")
-    real = host.HostModule
-
-    def no_compiler(filename, extra_flags=(), compiler=None):
-        return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
-                    compiler="/nonexistent/g++")
-
-    monkeypatch.setattr(host, "HostModule", no_compiler)
-    monkeypatch.setattr(native, "_pil_state", {"module": None, "error": None})
+    _without_a_compiler(monkeypatch, "_pil_state")
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         first = np_ops.apply_pil_op(rot, images, [10.0, 20.0])
         again = np_ops.apply_pil_op(PIL_OPS.index("shear_x"), images, [0.1, 0.2])

@@ -108,11 +108,20 @@ def pil_module():
     return _load(_PIL_SOURCE, _pil_state)
 
 
-def _host_launch(mod):
-    def launch(kl, args):  # one host thread walks every row (the kernel's grid-stride loop)
+def _run(mod, prepare, op_id: int, images: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """The GPU path's plan (``prepare(op_id, shape, params)``) run on the host by ``mod``: one
+    host thread walks every row (the kernel's grid-stride loop), in the per-row kernel."""
+    from .cupy_ops import execute_plan
+
+    src = np.ascontiguousarray(images)
+    out = np.empty_like(src)
+
+    def launch(kl, args):
         mod.launch(_HOST_KERNELS.get(kl.name, kl.name), grid=(1, 1, 1), block=(1, 1, 1),
                    args=args)
-    return launch
+
+    return execute_plan(prepare(op_id, src.shape, params), src, out,
+                        to_device=np.ascontiguousarray, zeros=np.zeros, launch=launch)
 
 
 def geometric(op_id: int, images: np.ndarray, params: np.ndarray):
@@ -128,14 +137,8 @@ def geometric(op_id: int, images: np.ndarray, params: np.ndarray):
     if mod is None:
         return None
     from .cupy_layermix import prepare_layermix_op
-    from .cupy_ops import execute_plan
 
-    src = np.ascontiguousarray(images)
-    out = np.empty_like(src)
-    plan = prepare_layermix_op(op_id, src.shape, params)
-
-    return execute_plan(plan, src, out, to_device=np.ascontiguousarray, zeros=np.zeros,
-                        launch=_host_launch(mod))
+    return _run(mod, prepare_layermix_op, op_id, images, params)
 
 
 def pil_geometric(op_id: int, images: np.ndarray, params: np.ndarray):
@@ -147,10 +150,6 @@ def pil_geometric(op_id: int, images: np.ndarray, params: np.ndarray):
     mod = pil_module()
     if mod is None:
         return None
-    from .cupy_ops import execute_plan, prepare_pil_op
+    from .cupy_ops import prepare_pil_op
 
-    src = np.ascontiguousarray(images)
-    out = np.empty_like(src)
-    plan = prepare_pil_op(op_id, src.shape, params)
-    return execute_plan(plan, src, out, to_device=np.ascontiguousarray, zeros=np.zeros,
-                        launch=_host_launch(mod))
+    return _run(mod, prepare_pil_op, op_id, images, params)
