@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import re
 import subprocess
@@ -44,12 +45,21 @@ HEADER = r"""
 #include <cstring>
 #include <algorithm>
 struct dim3 { unsigned int x, y, z; };
+#ifdef IPMIX_HOST_SERIAL
+static const dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0};
+static const dim3 blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+#else
 static dim3 blockIdx, threadIdx, blockDim, gridDim;
+#endif
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#ifdef IPMIX_HOST_SERIAL
+#define __restrict__ __restrict
+#else
 #define __restrict__
+#endif
 using std::min; using std::max; using std::isfinite; using std::isnan; using std::isinf;
 static inline int atomicAdd(int* p, int v) { int o = *p; *p += v; return o; }
 static inline unsigned int atomicAdd(unsigned int* p, unsigned int v) { unsigned int o = *p; *p += v; return o; }
@@ -77,6 +87,11 @@ static inline float __uint_as_float(unsigned int u) { float x; std::memcpy(&x, &
 static inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
 """
 
+# ``serial=True``: the module is only launched as one thread (the native CPU path). The grid
+# and thread indices become constants, so a kernel's grid-stride loop is a plain unit-stride
+# loop the compiler can see through (vectorise, keep indices in registers).
+SERIAL_DEFINE = "#define IPMIX_HOST_SERIAL 1\n"
+
 _KERNEL_RE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)', re.S)
 _CTYPES = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.uint32): ctypes.c_uint32,
            np.dtype(np.int64): ctypes.c_int64, np.dtype(np.uint64): ctypes.c_uint64,
@@ -103,15 +118,21 @@ class HostModule:
     arithmetic). ``compiler``: the C++ compiler (default g++). Raises RuntimeError when
     the compiler is missing or fails."""
 
-    def __init__(self, filename: str, extra_flags=(), compiler=None):
+    def __init__(self, filename: str, extra_flags=(), compiler=None, serial=False):
         source = read_source(filename)
         self.kernels = {name: _parse_params(params) for name, params in _KERNEL_RE.findall(source)}
         if not self.kernels:
             raise ValueError(f"no extern \"C\" __global__ kernels in {filename}")
+        self.serial = serial
         wrappers = []
         for name, params in self.kernels.items():
             decl = ", ".join(f"{t} {n}" for t, n in params)
             names = ", ".join(n for _, n in params)
+            if serial:
+                wrappers.append(
+                    f'extern "C" void emu_{name}(unsigned, unsigned, unsigned, unsigned, '
+                    f'unsigned, unsigned{", " + decl if decl else ""}) {{ {name}({names}); }}\n')
+                continue
             wrappers.append(
                 f'extern "C" void emu_{name}(unsigned emu_gx, unsigned emu_gy, unsigned emu_gz, '
                 f'unsigned emu_bx, unsigned emu_by, unsigned emu_bz{", " + decl if decl else ""})'
@@ -125,7 +146,8 @@ class HostModule:
                 f" for (unsigned emu_a = 0; emu_a < emu_bx; ++emu_a) {{\n"
                 f"    blockIdx = {{emu_i, emu_j, emu_k}}; threadIdx = {{emu_a, emu_b, emu_c}};\n"
                 f"    {name}({names});\n  }}\n}}\n")
-        text = HEADER + source + "\n" + "\n".join(wrappers)
+        text = ((SERIAL_DEFINE if serial else "") + HEADER + source + "\n"
+                + "\n".join(wrappers))
         flags = tuple(EMULATOR_CXXFLAGS) + tuple(extra_flags)
         compiler = compiler or "g++"
         digest = hashlib.sha1((" ".join(flags) + compiler + text).encode()).hexdigest()[:16]
@@ -153,6 +175,9 @@ class HostModule:
         if name not in self.kernels:
             raise KeyError(f"{self.filename} has no kernel {name!r}: {sorted(self.kernels)}")
         params = self.kernels[name]
+        if self.serial and (math.prod(grid) != 1 or math.prod(block) != 1):
+            raise ValueError(f"{self.filename} was built serial (one thread): launch {name} "
+                             f"with grid and block (1, 1, 1), got {grid} {block}")
         if len(args) != len(params):
             raise TypeError(f"{name} takes {len(params)} arguments, got {len(args)}")
         grid = tuple(grid) + (1,) * (3 - len(grid))

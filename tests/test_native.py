@@ -23,7 +23,7 @@ OP = {name: LAYERMIX_OPS.index(name) for name in GEOMETRIC}
 def native_on(monkeypatch):
     monkeypatch.setenv(native.ENV, "1")
     if native.module() is None:
-        pytest.fail(f"the native warp did not build here: {native._state['error']}")
+        pytest.fail(f"the native warp did not build here: {native.error('layermix_ops.cu')}")
 
 
 def _bits(a):
@@ -98,23 +98,23 @@ def test_layermix_batches_equal_with_native_on_and_off(monkeypatch):
         assert np.array_equal(_bits(got), _bits(twin)), iteration
 
 
-def _without_a_compiler(monkeypatch, state: str):
-    """Host builds point at a compiler that does not exist, and ``native.<state>`` (the cached
-    module of one kernel file) is reset so that the next use builds again."""
+def _without_a_compiler(monkeypatch):
+    """Host builds point at a compiler that does not exist, and the cached modules of the
+    kernel files are dropped so that the next use builds again."""
     from ipmix_dali.kernels import host
 
     real = host.HostModule
 
-    def no_compiler(filename, extra_flags=(), compiler=None):
+    def no_compiler(filename, extra_flags=(), compiler=None, serial=False):
         return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
-                    compiler="/nonexistent/g++")
+                    compiler="/nonexistent/g++", serial=serial)
 
     monkeypatch.setattr(host, "HostModule", no_compiler)
-    monkeypatch.setattr(native, state, {"module": None, "error": None})
+    monkeypatch.setattr(native, "_states", {})
 
 
 def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
-    _without_a_compiler(monkeypatch, "_state")
+    _without_a_compiler(monkeypatch)
     images = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         first = lm.apply_layermix_op_np(OP["rotate"], images, [10.0, 20.0])
@@ -161,7 +161,7 @@ def test_an_unwritable_cache_runs_the_twin(monkeypatch, caplog):
         raise PermissionError(13, "Permission denied", "/tmp/ipmix_dali_kernel_emu")
 
     monkeypatch.setattr(host, "HostModule", unwritable)
-    monkeypatch.setattr(native, "_state", {"module": None, "error": None})
+    monkeypatch.setattr(native, "_states", {})
     images = np.random.default_rng(3).random((1, 8, 8, 3), dtype=np.float32)
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         got = lm.apply_layermix_op_np(OP["translate_x"], images, [2.5])
@@ -170,11 +170,15 @@ def test_an_unwritable_cache_runs_the_twin(monkeypatch, caplog):
                                                        native=False))
 
 
-def _pixel_and_row_kernels(mod, plan, images, pixel_kernel, fills):
+def _pixel_and_row_kernels(source, plan, images, pixel_kernel, fills):
     """``plan`` run with its per-pixel kernel (one thread) and with the per-row form on one
     thread and on 3 blocks of 5 threads (the grid-stride loop), into outputs prefilled with
-    each of ``fills``: the outputs, by (kernel, grid, fill)."""
+    each of ``fills``: the outputs, by (kernel, grid, fill). The kernel file is built with the
+    native path's flags but not serial (the native module runs one thread only)."""
     from ipmix_dali.executors.cupy_ops import execute_plan
+    from ipmix_dali.kernels.host import HostModule
+
+    mod = HostModule(source, extra_flags=native.host_flags())
 
     outs = {}
     for kernel, grid, block in [(pixel_kernel, (1, 1, 1), (1, 1, 1)),
@@ -203,7 +207,7 @@ def test_row_kernel_equals_pixel_kernel_on_any_grid(shape):
     images = rng.normal(0.5, 1.0, (6,) + shape + (3,)).astype(np.float32)
     params = np.array([17.0, 90.0, -33.0, 180.0, 1e-6, 271.0])
     plan = prepare_layermix_op(OP["rotate"], images.shape, params)
-    outs = _pixel_and_row_kernels(native.module(), plan, images, "layermix_affine_bilinear",
+    outs = _pixel_and_row_kernels("layermix_ops.cu", plan, images, "layermix_affine_bilinear",
                                   (np.nan,))
     want = outs[("layermix_affine_bilinear", (1, 1, 1), np.nan)]
     for got in outs.values():
@@ -295,7 +299,7 @@ def test_pil_row_kernel_equals_pixel_kernel_on_any_grid(shape):
     plan.arrays["coef"][3, [2, 5]] = [3.0, -2.0]
     plan.arrays["coef"][5, 1] = -1.3
     # every output pixel written: the prefill does not show
-    outs = _pixel_and_row_kernels(native.pil_module(), plan, images, "affine_bilinear", (7, 201))
+    outs = _pixel_and_row_kernels("affine.cu", plan, images, "affine_bilinear", (7, 201))
     want = outs[("affine_bilinear", (1, 1, 1), 7)]
     for got in outs.values():
         np.testing.assert_array_equal(got, want)
@@ -313,7 +317,7 @@ def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch
     assert native.pil_geometric(rot, images, np.array([10.0, 20.0])) is None
     assert np.array_equal(np_ops.apply_pil_op(rot, images, [10.0, 20.0]), want)
     monkeypatch.setenv(native.ENV, "1")
-    _without_a_compiler(monkeypatch, "_pil_state")
+    _without_a_compiler(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         first = np_ops.apply_pil_op(rot, images, [10.0, 20.0])
         again = np_ops.apply_pil_op(PIL_OPS.index("shear_x"), images, [0.1, 0.2])
