@@ -168,11 +168,40 @@ extern "C" __global__ void layermix_equalize_apply(const float* __restrict__ in,
     }
 }
 
+// The same, one thread per image (the host's form: no division per pixel).
+extern "C" __global__ void layermix_equalize_apply_images(const float* __restrict__ in,
+                                                          float* __restrict__ out,
+                                                          const float* __restrict__ lut, int n,
+                                                          int h, int w, float to_u8) {
+    const long long hw = (long long)h * w;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float* li = lut + i * 768;
+        const float* px = in + i * hw * 3;
+        float* o = out + i * hw * 3;
+        for (long long p = 0; p < hw * 3; p += 3) {
+            o[p] = li[lm_u8_index(px[p], to_u8)];
+            o[p + 1] = li[256 + lm_u8_index(px[p + 1], to_u8)];
+            o[p + 2] = li[512 + lm_u8_index(px[p + 2], to_u8)];
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // posterize: post float32 (n, 3) = (levels = 2^bits, levels - 1, 1 / levels) per image.
 // t = floor(x * levels), np.clip(t, 0, levels - 1) with an array bound (NumPy's generic loop:
 // NaN kept, t > 0 ? t : 0, then t < hi ? t : hi, so a zero comes out as +0), times 1 / levels.
 // ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ float lm_posterize(float x, float levels, float top, float inv) {
+    float t = x * levels;
+    t = floorf(t);
+    if (t == t) {  // not NaN
+        t = t > 0.0f ? t : 0.0f;
+        t = t < top ? t : top;
+    }
+    return t * inv;
+}
+
 extern "C" __global__ void layermix_posterize(const float* __restrict__ in,
                                               float* __restrict__ out,
                                               const float* __restrict__ post, int n, int h, int w) {
@@ -181,13 +210,22 @@ extern "C" __global__ void layermix_posterize(const float* __restrict__ in,
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
         const float* pp = post + lm_div(e, hw * 3) * 3;
-        float t = in[e] * pp[0];
-        t = floorf(t);
-        if (t == t) {  // not NaN
-            t = t > 0.0f ? t : 0.0f;
-            t = t < pp[1] ? t : pp[1];
-        }
-        out[e] = t * pp[2];
+        out[e] = lm_posterize(in[e], pp[0], pp[1], pp[2]);
+    }
+}
+
+// The same, one thread per image (the host's form).
+extern "C" __global__ void layermix_posterize_images(const float* __restrict__ in,
+                                                     float* __restrict__ out,
+                                                     const float* __restrict__ post, int n,
+                                                     int h, int w) {
+    const long long hw3 = (long long)h * w * 3;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float levels = post[i * 3], top = post[i * 3 + 1], inv = post[i * 3 + 2];
+        const float* src = in + i * hw3;
+        float* dst = out + i * hw3;
+        for (long long e = 0; e < hw3; ++e) dst[e] = lm_posterize(src[e], levels, top, inv);
     }
 }
 
@@ -203,6 +241,24 @@ extern "C" __global__ void layermix_solarize(const float* __restrict__ in,
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
         const float x = in[e];
         out[e] = x >= thr[lm_div(e, hw * 3)] ? 1.0f - x : x;
+    }
+}
+
+// The same, one thread per image (the host's form).
+extern "C" __global__ void layermix_solarize_images(const float* __restrict__ in,
+                                                    float* __restrict__ out,
+                                                    const float* __restrict__ thr, int n, int h,
+                                                    int w) {
+    const long long hw3 = (long long)h * w * 3;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float t = thr[i];
+        const float* src = in + i * hw3;
+        float* dst = out + i * hw3;
+        for (long long e = 0; e < hw3; ++e) {
+            const float x = src[e];
+            dst[e] = x >= t ? 1.0f - x : x;
+        }
     }
 }
 

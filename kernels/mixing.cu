@@ -63,6 +63,14 @@ __device__ __forceinline__ float mx_mix(int op, float x, float y, float a, float
     return ipmix_uniform(seed, index) < p ? x : y;
 }
 
+__device__ __forceinline__ void mx_store_at(float* out_f, unsigned short* out_h, int half,
+                                            long long off, float v) {
+    if (half)
+        out_h[off] = ipmix_f16_bits(v);
+    else
+        out_f[off] = v;
+}
+
 // The element (vv, i, e) of an output view, e = (y * w + x) * 3 + c.
 __device__ __forceinline__ void mx_store(float* out_f, unsigned short* out_h, int half, int vv,
                                          int i, long long e, int w, long long s_v, long long s_n,
@@ -71,11 +79,7 @@ __device__ __forceinline__ void mx_store(float* out_f, unsigned short* out_h, in
     const int c = (int)(e - pix * 3);
     const long long y = pix / w;
     const long long x = pix - y * w;
-    const long long off = vv * s_v + i * s_n + y * s_y + x * s_x + c * s_c;
-    if (half)
-        out_h[off] = ipmix_f16_bits(v);
-    else
-        out_f[off] = v;
+    mx_store_at(out_f, out_h, half, vv * s_v + i * s_n + y * s_y + x * s_x + c * s_c, v);
 }
 
 // Rows of bytes: dst[dst_rows[j]] = src[src_rows[j]] for j < r, rows of row_bytes bytes
@@ -98,6 +102,21 @@ extern "C" __global__ void copy_rows(const unsigned char* __restrict__ src,
             ((unsigned int*)dst)[d] = ((const unsigned int*)src)[s];
         else
             dst[d] = src[s];
+    }
+}
+
+// The same copy, one thread per row (the host's form, ipmix_dali/executors/native.py: a plain
+// byte loop the compiler turns into memcpy, no division per word).
+extern "C" __global__ void copy_whole_rows(const unsigned char* __restrict__ src,
+                                           const int* __restrict__ src_rows,
+                                           unsigned char* __restrict__ dst,
+                                           const int* __restrict__ dst_rows, int r,
+                                           long long row_bytes, int word) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < r; j += stride) {
+        const unsigned char* s = src + (long long)src_rows[j] * row_bytes;
+        unsigned char* d = dst + (long long)dst_rows[j] * row_bytes;
+        for (long long k = 0; k < row_bytes; ++k) d[k] = s[k];
     }
 }
 
@@ -163,6 +182,43 @@ extern "C" __global__ void mix_normalize(const unsigned char* __restrict__ in_u8
         const int c = (int)(e % 3);
         const float x = u8 ? mx_to_float(in_u8[src]) : in_f[src];
         mx_store(out_f, out_h, half, vv, i, e, w, s_v, s_n, s_y, s_x, s_c, (x - mean[c]) / stdv[c]);
+    }
+}
+
+// The same, one thread per output image row (vv, i, y) (the host's form).
+extern "C" __global__ void mix_normalize_rows(const unsigned char* __restrict__ in_u8,
+                                              const float* __restrict__ in_f, int u8,
+                                              float* __restrict__ out_f,
+                                              unsigned short* __restrict__ out_h, int half,
+                                              int n, int views, int in_views, int h, int w,
+                                              long long s_v, long long s_n, long long s_y,
+                                              long long s_x, long long s_c,
+                                              const float* __restrict__ mean,
+                                              const float* __restrict__ stdv) {
+    const long long hw3 = (long long)h * w * 3;
+    const long long count = (long long)views * n * h;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const int y = (int)(t % h);
+        const long long vi = t / h;
+        const int i = (int)(vi % n);
+        const int vv = (int)(vi / n);
+        const long long src = ((long long)i * in_views + vv % in_views) * hw3 + (long long)y * w * 3;
+        for (int c = 0; c < 3; ++c) {
+            const float m = mean[c], sd = stdv[c];
+            const long long dst = vv * s_v + i * s_n + y * s_y + c * s_c;
+            if (!half && !u8 && s_x == 1) {  // channels first: a contiguous output run
+                float* __restrict__ o = out_f + dst;
+                const float* __restrict__ in = in_f + src + c;
+                for (int x = 0; x < w; ++x) o[x] = (in[x * 3] - m) / sd;
+                continue;
+            }
+            for (int x = 0; x < w; ++x) {
+                const long long e = src + x * 3 + c;
+                const float v = u8 ? mx_to_float(in_u8[e]) : in_f[e];
+                mx_store_at(out_f, out_h, half, dst + x * s_x, (v - m) / sd);
+            }
+        }
     }
 }
 
@@ -265,6 +321,77 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
                            (unsigned int)pix, (unsigned int)(c * hw + pix));
         }
         z[zi] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);  // torch.clip (NaN stays NaN)
+    }
+}
+
+// One row of mix_rows_full with its op fixed (so that the op test leaves the element loop),
+// in chunks of MX_ROW_CHUNK pixels: the masks' draws of a chunk first, as a loop of integer
+// arithmetic the compiler vectorises (one draw per pixel for random_pixels, where mx_mix draws
+// the same value once per channel), then the elements.
+#define MX_ROW_CHUNK 256
+template <int OP>
+__device__ __forceinline__ void mx_mix_row(float* __restrict__ zr, const float* __restrict__ yr,
+                                           const unsigned char* __restrict__ yu,
+                                           const float* __restrict__ pb, float a, float b,
+                                           float p, unsigned int seed, long long hw) {
+    bool keep[3][MX_ROW_CHUNK];
+    for (long long pix0 = 0; pix0 < hw; pix0 += MX_ROW_CHUNK) {
+        const int cnt = hw - pix0 < MX_ROW_CHUNK ? (int)(hw - pix0) : MX_ROW_CHUNK;
+        if (OP == MIX_PIX || OP == MIX_ELEM) {
+            for (int c = 0; c < (OP == MIX_PIX ? 1 : 3); ++c) {
+                const unsigned int first = (unsigned int)(c * hw + pix0);
+                for (int k = 0; k < cnt; ++k)
+                    keep[c][k] = ipmix_uniform(seed, first + (unsigned int)k) < p;
+            }
+        }
+        for (int k = 0; k < cnt; ++k) {
+            for (int c = 0; c < 3; ++c) {
+                const long long e = (pix0 + k) * 3 + c;
+                const float y = yr != 0 ? yr[e] : mx_to_float(yu[e]);
+                float v;
+                if (OP == MIX_PIX || OP == MIX_ELEM)
+                    v = keep[OP == MIX_PIX ? 0 : c][k] ? zr[e] : y;
+                else if (OP == MIX_MUL && yr == 0)
+                    v = (mx_pow_x(zr[e], a) * pb[yu[e]]) / 2.0f;
+                else
+                    v = mx_mix(OP, zr[e], y, a, b, p, seed, 0u, 0u);
+                zr[e] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+            }
+        }
+    }
+}
+
+// The same as mix_rows_full, one thread per row (the host's form).
+extern "C" __global__ void mix_rows_full_rows(float* __restrict__ z, const int* __restrict__ rows,
+                                              const unsigned char* __restrict__ partner_a,
+                                              const unsigned char* __restrict__ partner_b,
+                                              const float* __restrict__ partner_f, int y_is_u8,
+                                              const int* __restrict__ prow,
+                                              const int* __restrict__ ops,
+                                              const float* __restrict__ a,
+                                              const float* __restrict__ b,
+                                              const float* __restrict__ p,
+                                              const unsigned int* __restrict__ seeds,
+                                              const float* __restrict__ pow_b, int r,
+                                              long long hw) {
+    const long long hw3 = hw * 3;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < r; j += stride) {
+        float* zr = z + (long long)rows[j] * hw3;
+        const int q = prow[j];
+        const float* yr = y_is_u8 ? 0 : partner_f + (long long)q * hw3;
+        const unsigned char* yu = !y_is_u8 ? 0
+                                  : q >= 0 ? partner_a + (long long)q * hw3
+                                           : partner_b + (long long)(-1 - q) * hw3;
+        const float* pb = pow_b + j * 256;
+        if (ops[j] == MIX_ADD)
+            mx_mix_row<MIX_ADD>(zr, yr, yu, pb, a[j], b[j], p[j], seeds[j], hw);
+        else if (ops[j] == MIX_MUL)
+            mx_mix_row<MIX_MUL>(zr, yr, yu, pb, a[j], b[j], p[j], seeds[j], hw);
+        else if (ops[j] == MIX_PIX)
+            mx_mix_row<MIX_PIX>(zr, yr, yu, pb, a[j], b[j], p[j], seeds[j], hw);
+        else
+            mx_mix_row<MIX_ELEM>(zr, yr, yu, pb, a[j], b[j], p[j], seeds[j], hw);
     }
 }
 

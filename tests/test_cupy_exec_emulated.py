@@ -12,6 +12,13 @@ from ipmix_dali.testing import cupy_standin
 from ipmix_dali.tools.samples import sample_photos
 
 
+@pytest.fixture(autouse=True)
+def numpy_twins(monkeypatch):
+    """The CPU side is the NumPy twins (the native CPU path runs these same kernels, so it
+    would compare them with themselves)."""
+    monkeypatch.setenv("IPMIX_DALI_NATIVE", "0")
+
+
 @pytest.fixture(scope="module")
 def data():
     images = sample_photos(3, 32, seed=21)

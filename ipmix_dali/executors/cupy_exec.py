@@ -98,6 +98,11 @@ class Program:
             grid, block = grid_geometry(count)
             self.launches.append((file, name, grid, block, args))
 
+    def host_step(self, fn, *args):
+        """``fn(*args)`` in launch order, on the resolved arrays: only for a program run on the
+        CPU (:mod:`.native_exec`, where they are NumPy arrays); a GPU run refuses it."""
+        self.launches.append((None, fn, None, None, args))
+
     def add_op_plan(self, plan: OpPlan, images, out):
         """The launches of a cupy_ops / cupy_layermix OpPlan on ``images`` into ``out``."""
         names = {"images": images, "out": out}
@@ -125,10 +130,17 @@ class Program:
         return [flat[off:off + nbytes].view(dtype).reshape(shape)
                 for (shape, dtype), (off, nbytes) in zip(items, places)]
 
-    def run(self, xp):
-        """Upload, allocate and launch on the current stream (CuPy or its stand-in)."""
-        from ..kernels.build import get_function
+    def run(self, xp, launch=None, arena=None):
+        """Upload, allocate and launch on the current stream (CuPy or its stand-in).
+        ``launch(file, name, grid, block, args)`` replaces the CUDA launch (the CPU's run:
+        ``xp`` is NumPy then, and host steps run between the launches). ``arena(nbytes)``, if
+        given, returns the memory of the uninitialised buffers as one uint8 array (the CPU's
+        run reuses it: fresh pages cost a fault each)."""
+        if launch is None:
+            from ..kernels.build import get_function
 
+            def launch(file, name, grid, block, args):
+                get_function(file, name)(grid, block, args)
         resolved = {}
         if self._tables:
             items = [(a.shape, a.dtype) for a in self._tables]
@@ -141,7 +153,11 @@ class Program:
             places, total = self._pack(self._scratch)
             resolved["scratch"] = self._views(xp.zeros(total, dtype=np.uint8), self._scratch,
                                               places)
-        resolved["buffer"] = [xp.empty(shape, dtype) for shape, dtype in self._buffers]
+        if arena is None:
+            resolved["buffer"] = [xp.empty(shape, dtype) for shape, dtype in self._buffers]
+        else:
+            places, total = self._pack(self._buffers)
+            resolved["buffer"] = self._views(arena(total), self._buffers, places)
 
         def value(arg):
             if not isinstance(arg, Ref):
@@ -149,8 +165,15 @@ class Program:
             array = resolved[arg.kind][arg.index]
             return array if arg.start is None else array[arg.start:arg.stop]
 
+        host = xp is np
         for file, name, grid, block, args in self.launches:
-            get_function(file, name)(grid, block, tuple(value(a) for a in args))
+            if file is None:
+                if not host:
+                    raise RuntimeError(f"{name.__name__} is a host step: this program runs on "
+                                       "the CPU only")
+                name(*(value(a) for a in args))
+            else:
+                launch(file, name, grid, block, tuple(value(a) for a in args))
 
 
 def _rows(n) -> np.ndarray:

@@ -1,0 +1,117 @@
+"""LayerMix's whole chain on the CPU as the GPU executor's program, its kernels compiled for the host.
+
+The NumPy executor runs LayerMix as ~40 NumPy passes per chain (each op, the masks, the mixing,
+the clips, the gathers and scatters between them): its CPU stage was the slowest against the
+torch reference (docs/cpu_stage.md). The CuPy executor already expresses the chain as one
+:class:`~.cupy_exec.Program` of kernel launches on whole batches, and the kernel emulator tests
+prove each launch equal to the NumPy twin. :class:`NativeExecutor` builds that same program and
+runs it with NumPy arrays, each launch one call into the kernel file compiled for the host
+(:func:`.native.load`), as its host form where one exists (:data:`.native.HOST_KERNELS`: one
+thread per row or image, no division per element).
+
+One step differs from the GPU's program: the multiply blend's powers. The GPU evaluates
+``pow`` per element in double precision; on the CPU glibc's scalar ``pow`` costs ~17 ns a call
+against ~4.5 ns for NumPy's vectorised one, so rows whose blend is multiply run as a host step,
+the NumPy executor's own :func:`.float_ops.mix_multiply` (the same floats by construction).
+
+The pixels are the NumPy executor's bit for bit (tests/test_native_exec.py); ``IPMIX_DALI_NATIVE=0``
+or no C++ compiler leaves LayerMix on the NumPy path. Used by :class:`.numpy_exec.NumpyExecutor`
+for LayerMix chunks.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import float_ops as fo
+from . import native
+from .cupy_exec import CupyExecutor, Program
+
+_MUL = 1  # mixing.cu's MIX_MUL (cupy_exec asserts the numbering)
+
+__all__ = ["NativeExecutor", "available", "layermix"]
+
+
+def available() -> bool:
+    """Whether LayerMix can run natively here: the kernel files build (or are cached), the native
+    path is on, and the affine grid rounds as the kernels do (``GRID_MATMUL_FMA``)."""
+    from . import layermix_ops
+
+    return (layermix_ops.GRID_MATMUL_FMA and native.load("layermix_ops.cu") is not None
+            and native.load("mixing.cu") is not None)
+
+
+def _launch(file, name, grid, block, args):
+    native.load(file).launch(native.HOST_KERNELS.get(name, name), grid=(1, 1, 1),
+                             block=(1, 1, 1), args=args)
+
+
+def _multiply_rows(z, partner, rows, prow, a, b):
+    """z[rows] = clip01(mix_multiply(z[rows], partner[prow], a, b)): the NumPy executor's
+    multiply blend, one row at a time (its float64 temporaries then stay in the cache)."""
+    for r, q, ar, br in zip(rows.tolist(), prow.tolist(), a, b):
+        z[r] = fo.clip01(fo.mix_multiply(z[r], partner[q], ar, br))
+
+
+class NativeExecutor(CupyExecutor):
+    """:class:`~.cupy_exec.CupyExecutor`'s programs on NumPy arrays, launched on the host."""
+
+    name = "native"
+
+    def __init__(self):
+        self._local = threading.local()  # NumpyExecutor(threads=k) runs chunks on k threads
+
+    @property
+    def xp(self):
+        return np
+
+    def run(self, method: str, images, mixing_pictures, plan, out=None, dtype="float32"):
+        """The views (V, N, H, W, 3) of ``plan`` (like ``apply``), the program run on the CPU."""
+        from . import base
+
+        base.check_inputs(images, mixing_pictures, plan)
+        x = np.ascontiguousarray(images)
+        pics = None if mixing_pictures is None else np.ascontiguousarray(mixing_pictures)
+        out = base.output_array(np, out, (plan.views,) + x.shape, dtype)
+        prog = Program()
+        getattr(self, "_" + method)(prog, x, pics, plan, plan.config, out)
+        prog.run(np, launch=_launch, arena=self._arena)
+        return out
+
+    def _arena(self, nbytes: int) -> np.ndarray:
+        """The program's buffers: one block per thread, grown as needed and kept (a fresh
+        block of ~100 MB would fault in every page on every batch)."""
+        local = self._local
+        if getattr(local, "block", None) is None or local.block.nbytes < nbytes:
+            local.block = None
+            local.block = np.empty(nbytes, dtype=np.uint8)
+        return local.block[:nbytes]
+
+    def apply(self, images, mixing_pictures, plan, out=None, dtype="float32"):
+        return self.run(plan.method, images, mixing_pictures, plan, out, dtype)
+
+    def _mix_full(self, prog, z, rows, partner_a, partner_b, partner_f, prow, ops, a, b,
+                  p=None, seeds=None):
+        """Float partners (LayerMix): the multiply rows as a NumPy host step, the rest as the
+        GPU's kernel; uint8 partners (PixMix) read multiply's powers from tables already."""
+        mul = np.asarray(ops) == _MUL
+        if partner_f is None or not mul.any():
+            return super()._mix_full(prog, z, rows, partner_a, partner_b, partner_f, prow, ops,
+                                     a, b, p, seeds)
+        rest = ~mul
+        if rest.any():
+            super()._mix_full(prog, z, np.asarray(rows)[rest], partner_a, partner_b, partner_f,
+                              np.asarray(prow)[rest], np.asarray(ops)[rest], np.asarray(a)[rest],
+                              np.asarray(b)[rest], None if p is None else np.asarray(p)[rest],
+                              None if seeds is None else np.asarray(seeds)[rest])
+        prog.host_step(_multiply_rows, z, partner_f, np.asarray(rows)[mul],
+                       np.asarray(prow)[mul], np.asarray(a)[mul], np.asarray(b)[mul])
+
+
+_EXECUTOR = NativeExecutor()
+
+
+def layermix(images, mixing_pictures, plan, out=None):
+    """LayerMix's views of ``plan`` computed natively (see the module docstring)."""
+    return _EXECUTOR.run("layermix", images, mixing_pictures, plan, out)
