@@ -207,10 +207,15 @@ extern "C" __global__ void mix_normalize_rows(const unsigned char* __restrict__ 
         for (int c = 0; c < 3; ++c) {
             const float m = mean[c], sd = stdv[c];
             const long long dst = vv * s_v + i * s_n + y * s_y + c * s_c;
-            if (!half && !u8 && s_x == 1) {  // channels first: a contiguous output run
+            if (!half && s_x == 1) {  // channels first: a contiguous output run
                 float* __restrict__ o = out_f + dst;
-                const float* __restrict__ in = in_f + src + c;
-                for (int x = 0; x < w; ++x) o[x] = (in[x * 3] - m) / sd;
+                if (u8) {
+                    const unsigned char* __restrict__ in = in_u8 + src + c;
+                    for (int x = 0; x < w; ++x) o[x] = (mx_to_float(in[x * 3]) - m) / sd;
+                } else {
+                    const float* __restrict__ in = in_f + src + c;
+                    for (int x = 0; x < w; ++x) o[x] = (in[x * 3] - m) / sd;
+                }
                 continue;
             }
             for (int x = 0; x < w; ++x) {

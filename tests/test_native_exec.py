@@ -56,7 +56,7 @@ def test_layermix_equals_the_twin_bit_for_bit(monkeypatch, jsd):
         blends.update(used + plan.blend_op[..., 1][plan.steps >= 2].tolist())
         want = _twin(monkeypatch, images, pics, plan)
         got = NumpyExecutor().apply(images, pics, plan)
-        direct = native_exec.layermix(images, pics, plan)
+        direct = native_exec.apply(images, pics, plan)
         assert got.shape == want.shape == direct.shape == (plan.views, 12, 32, 32, 3)
         np.testing.assert_array_equal(_bits(got), _bits(want))
         np.testing.assert_array_equal(_bits(direct), _bits(want))
@@ -95,6 +95,34 @@ def test_any_output_layout_and_dtype(monkeypatch, layout, dtype):
     result = NumpyExecutor(chunk_size=2).apply(images, pics, plan, out=out)
     assert result is out
     np.testing.assert_array_equal(_bits(out), _bits(want))
+
+
+@pytest.mark.parametrize("layout, dtype", [("NCHW", np.float32), ("NCHW", np.float16),
+                                           ("NHWC", np.float32)])
+def test_none_and_the_clean_view_equal_the_twin(monkeypatch, layout, dtype):
+    """"none" (its views are the normalised input) and JSD's clean view (``normalize``) run
+    as mix_normalize on the host: NumPy's normalize_u8 bit for bit, into any layout."""
+    images = sample_photos(5, 32, seed=12)
+    cfg = make_config("none", "cifar")
+    plan = sample_plan(cfg, 5, make_rng(1, 0, 0, 0))
+    jsd_cfg = make_config("ipmix", "cifar", jsd=True)
+    monkeypatch.setenv(native.ENV, "0")
+    want = NumpyExecutor().apply(images, None, plan).astype(dtype)
+    want_clean = NumpyExecutor().normalize(images, jsd_cfg).astype(dtype)
+    monkeypatch.setenv(native.ENV, "1")
+    for views in (plan.views, None):
+        shape = ((views,) if views else ()) + (5, 32, 32, 3)
+        if layout == "NCHW":
+            buf = np.full(shape[:-3] + (3, 32, 32), np.nan, dtype=dtype)
+            out = np.moveaxis(buf, -3, -1)
+        else:
+            out = np.full(shape, np.nan, dtype=dtype)
+        if views:
+            NumpyExecutor(chunk_size=2).apply(images, None, plan, out=out)
+            np.testing.assert_array_equal(_bits(out), _bits(want))
+        else:
+            NumpyExecutor(chunk_size=2).normalize(images, jsd_cfg, out=out)
+            np.testing.assert_array_equal(_bits(out), _bits(want_clean))
 
 
 @pytest.mark.parametrize("chunk_size, threads", [(1, 1), (3, 1), (2, 2), (12, 1)])
@@ -308,4 +336,4 @@ def test_the_native_executor_is_the_cupy_executors_program():
     """Its methods are the GPU executor's: only the float multiply blend is overridden."""
     overridden = {k for k, v in vars(native_exec.NativeExecutor).items()
                   if k in vars(CupyExecutor) and callable(v)}
-    assert overridden == {"apply", "_mix_full"}
+    assert overridden == {"_run", "_mix_full"}

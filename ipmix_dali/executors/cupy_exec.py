@@ -191,6 +191,9 @@ class CupyExecutor:
 
         return cupy
 
+    def _run(self, prog: Program):
+        prog.run(self.xp)
+
     # --- public entry points ----------------------------------------------------------------
     def apply(self, images, mixing_pictures, plan: Plan, out=None, dtype="float32"):
         """Views (V, N, H, W, 3) of ``images`` (uint8 (N, S, S, 3)) under ``plan``, written into
@@ -202,7 +205,7 @@ class CupyExecutor:
         out = base.output_array(xp, out, (plan.views,) + x.shape, dtype)
         prog = Program()
         getattr(self, "_" + plan.method)(prog, x, pics, plan, plan.config, out)
-        prog.run(xp)
+        self._run(prog)
         return out
 
     def normalize(self, images, config, out=None, dtype="float32"):
@@ -212,7 +215,7 @@ class CupyExecutor:
         out = base.output_array(xp, out, x.shape, dtype)
         prog = Program()
         self._emit_normalize(prog, x, x.shape[0], 1, 1, out[None], config)
-        prog.run(xp)
+        self._run(prog)
         return out
 
     def stack_samples(self, samples, role="images"):
@@ -233,7 +236,7 @@ class CupyExecutor:
                                                                  else row_bytes),
                     prog.table(ptrs), out, np.int32(len(samples)), np.int64(row_bytes),
                     np.int32(word))
-        prog.run(xp)
+        self._run(prog)
         return out
 
     def crop_pictures(self, bank_images, plan: Plan, size: int):
@@ -246,7 +249,7 @@ class CupyExecutor:
                     prog.table(plan.mix_index, np.int32), prog.table(plan.mix_top, np.int32),
                     prog.table(plan.mix_left, np.int32), out, np.int32(n),
                     np.int32(bank_images.shape[1]), np.int32(size))
-        prog.run(xp)
+        self._run(prog)
         return out
 
     # --- building blocks ----------------------------------------------------------------------

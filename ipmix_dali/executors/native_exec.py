@@ -30,16 +30,19 @@ from .cupy_exec import CupyExecutor, Program
 
 _MUL = 1  # mixing.cu's MIX_MUL (cupy_exec asserts the numbering)
 
-__all__ = ["NativeExecutor", "available", "layermix"]
+__all__ = ["NativeExecutor", "available", "apply", "normalize"]
 
 
-def available() -> bool:
-    """Whether LayerMix can run natively here: the kernel files build (or are cached), the native
-    path is on, and the affine grid rounds as the kernels do (``GRID_MATMUL_FMA``)."""
+def available(method: str = "layermix") -> bool:
+    """Whether ``method`` (LayerMix, or "none" and JSD's clean view: only the normalisation)
+    can run natively here: its kernel files build (or are cached) and the native path is on;
+    for LayerMix also the affine grid rounds as the kernels do (``GRID_MATMUL_FMA``)."""
     from . import layermix_ops
 
-    return (layermix_ops.GRID_MATMUL_FMA and native.load("layermix_ops.cu") is not None
-            and native.load("mixing.cu") is not None)
+    if method == "layermix" and not (layermix_ops.GRID_MATMUL_FMA
+                                     and native.load("layermix_ops.cu") is not None):
+        return False
+    return native.load("mixing.cu") is not None
 
 
 def _launch(file, name, grid, block, args):
@@ -66,18 +69,8 @@ class NativeExecutor(CupyExecutor):
     def xp(self):
         return np
 
-    def run(self, method: str, images, mixing_pictures, plan, out=None, dtype="float32"):
-        """The views (V, N, H, W, 3) of ``plan`` (like ``apply``), the program run on the CPU."""
-        from . import base
-
-        base.check_inputs(images, mixing_pictures, plan)
-        x = np.ascontiguousarray(images)
-        pics = None if mixing_pictures is None else np.ascontiguousarray(mixing_pictures)
-        out = base.output_array(np, out, (plan.views,) + x.shape, dtype)
-        prog = Program()
-        getattr(self, "_" + method)(prog, x, pics, plan, plan.config, out)
+    def _run(self, prog: Program):
         prog.run(np, launch=_launch, arena=self._arena)
-        return out
 
     def _arena(self, nbytes: int) -> np.ndarray:
         """The program's buffers: one block per thread, grown as needed and kept (a fresh
@@ -87,9 +80,6 @@ class NativeExecutor(CupyExecutor):
             local.block = None
             local.block = np.empty(nbytes, dtype=np.uint8)
         return local.block[:nbytes]
-
-    def apply(self, images, mixing_pictures, plan, out=None, dtype="float32"):
-        return self.run(plan.method, images, mixing_pictures, plan, out, dtype)
 
     def _mix_full(self, prog, z, rows, partner_a, partner_b, partner_f, prow, ops, a, b,
                   p=None, seeds=None):
@@ -112,6 +102,12 @@ class NativeExecutor(CupyExecutor):
 _EXECUTOR = NativeExecutor()
 
 
-def layermix(images, mixing_pictures, plan, out=None):
-    """LayerMix's views of ``plan`` computed natively (see the module docstring)."""
-    return _EXECUTOR.run("layermix", images, mixing_pictures, plan, out)
+def apply(images, mixing_pictures, plan, out=None):
+    """The views of ``plan`` (LayerMix or "none") computed natively (see the module
+    docstring)."""
+    return _EXECUTOR.apply(images, mixing_pictures, plan, out)
+
+
+def normalize(images, config, out=None):
+    """JSD's clean view, (images / 255 - mean) / std, computed natively (one pass)."""
+    return _EXECUTOR.normalize(images, config, out)

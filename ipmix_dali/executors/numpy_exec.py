@@ -139,16 +139,17 @@ class NumpyExecutor:
         out = base.output_array(np, out, (plan.views,) + images.shape, dtype)
         run = getattr(self, "_" + plan.method)
         size = min(self.chunk_size, max(1, -(-plan.n // self.threads)))
-        # LayerMix's whole chain runs as the GPU's program compiled for the host when it can
-        # (native_exec: the same pixels, about half the time); the NumPy twin otherwise.
-        native = plan.method == "layermix" and native_exec.available()
+        # LayerMix's whole chain, and "none"'s normalisation, run as the GPU's program compiled
+        # for the host when they can (native_exec: the same pixels, about half the time); the
+        # NumPy twin otherwise.
+        native = plan.method in ("layermix", "none") and native_exec.available(plan.method)
 
         def chunk(start):
             stop = min(start + size, plan.n)
             pics = None if mixing_pictures is None else mixing_pictures[start:stop]
             part = slice_plan(plan, start, stop)
             if native:
-                native_exec.layermix(images[start:stop], pics, part, out=out[:, start:stop])
+                native_exec.apply(images[start:stop], pics, part, out=out[:, start:stop])
             else:
                 out[:, start:stop] = run(images[start:stop], pics, part, plan.config)
 
@@ -167,9 +168,13 @@ class NumpyExecutor:
     def normalize(self, images: np.ndarray, config, out=None, dtype="float32") -> np.ndarray:
         """(images / 255 - mean) / std: JSD's clean view."""
         out = base.output_array(np, out, images.shape, dtype)
+        native = native_exec.available("none")
         for start in range(0, images.shape[0], self.chunk_size):
             stop = start + self.chunk_size
-            out[start:stop] = self._pre(images[start:stop], config)
+            if native:
+                native_exec.normalize(images[start:stop], config, out=out[start:stop])
+            else:
+                out[start:stop] = self._pre(images[start:stop], config)
         return out
 
     # Each method returns (V, n, H, W, 3) float32 for one chunk.
