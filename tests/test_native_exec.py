@@ -125,6 +125,26 @@ def test_none_and_the_clean_view_equal_the_twin(monkeypatch, layout, dtype):
             np.testing.assert_array_equal(_bits(out), _bits(want_clean))
 
 
+@pytest.mark.parametrize("layout, dtype", [("NCHW", np.float32), ("NHWC", np.float16)])
+def test_pixmix_views_normalised_into_out(monkeypatch, layout, dtype):
+    """PixMix's last step writes the stage's buffer natively (normalize_views): the twin's
+    views bit for bit, JSD and not, chunks of 2."""
+    bank = builtin_mixing_bank(count=4, side=36, seed=1)
+    images = sample_photos(5, 32, seed=14)
+    for jsd in (False, True):
+        cfg = make_config("pixmix", "cifar", jsd=jsd)
+        plan, pics = next(_plans(cfg, 5, bank, 1, seed=19))
+        want = _twin(monkeypatch, images, pics, plan).astype(dtype)
+        shape = (plan.views, 5, 32, 32, 3)
+        buf = np.full(shape[:2] + (3, 32, 32) if layout == "NCHW" else shape, np.nan, dtype)
+        out = np.moveaxis(buf, 2, -1) if layout == "NCHW" else buf
+        NumpyExecutor(chunk_size=2).apply(images, pics, plan, out=out)
+        np.testing.assert_array_equal(_bits(out), _bits(want))
+        np.testing.assert_array_equal(_bits(NumpyExecutor().apply(images, pics, plan)),
+                                      _bits(want.astype(np.float32) if dtype == np.float32
+                                            else _twin(monkeypatch, images, pics, plan)))
+
+
 @pytest.mark.parametrize("chunk_size, threads", [(1, 1), (3, 1), (2, 2), (12, 1)])
 def test_chunks_and_threads_do_not_change_the_pixels(monkeypatch, chunk_size, threads):
     cfg = make_config("layermix", "cifar", jsd=True)

@@ -30,7 +30,7 @@ from .cupy_exec import CupyExecutor, Program
 
 _MUL = 1  # mixing.cu's MIX_MUL (cupy_exec asserts the numbering)
 
-__all__ = ["NativeExecutor", "available", "apply", "normalize"]
+__all__ = ["NativeExecutor", "available", "apply", "normalize", "normalize_views"]
 
 
 def available(method: str = "layermix") -> bool:
@@ -106,6 +106,18 @@ def apply(images, mixing_pictures, plan, out=None):
     """The views of ``plan`` (LayerMix or "none") computed natively (see the module
     docstring)."""
     return _EXECUTOR.apply(images, mixing_pictures, plan, out)
+
+
+def normalize_views(z, n: int, views: int, config, out):
+    """``out`` (views, n, H, W, 3), any strides, float32 or float16: the normalised rows of
+    float32 ``z`` (n * views, H, W, 3), row i * views + v being view v of sample i (PixMix's
+    last step: one pass into the stage's layout instead of NumPy's passes and a transposing
+    copy)."""
+    prog = Program()
+    _EXECUTOR._emit_normalize(prog, np.ascontiguousarray(z, dtype=np.float32), n, views, views,
+                              out, config)
+    _EXECUTOR._run(prog)
+    return out
 
 
 def normalize(images, config, out=None):

@@ -143,6 +143,8 @@ class NumpyExecutor:
         # for the host when they can (native_exec: the same pixels, about half the time); the
         # NumPy twin otherwise.
         native = plan.method in ("layermix", "none") and native_exec.available(plan.method)
+        # PixMix's last step (the normalisation, straight into ``out``'s layout) likewise.
+        own_out = plan.method == "pixmix" and native_exec.available("none")
 
         def chunk(start):
             stop = min(start + size, plan.n)
@@ -150,6 +152,8 @@ class NumpyExecutor:
             part = slice_plan(plan, start, stop)
             if native:
                 native_exec.apply(images[start:stop], pics, part, out=out[:, start:stop])
+            elif own_out:
+                run(images[start:stop], pics, part, plan.config, out=out[:, start:stop])
             else:
                 out[:, start:stop] = run(images[start:stop], pics, part, plan.config)
 
@@ -273,7 +277,8 @@ class NumpyExecutor:
                     b[:] = (t0, l0, box[0].stop, box[1].stop)
         return self._combine(x, y.reshape((n, v, k) + shape), plan, cfg, dirty)
 
-    def _pixmix(self, x, pics, plan, cfg):
+    def _pixmix(self, x, pics, plan, cfg, out=None):
+        """``out`` given: the views are normalised into it natively (and None returned)."""
         n, v = plan.rounds.shape
         shape = x.shape[1:]
         sample, flat = base.pixmix_schedule(plan)
@@ -299,8 +304,11 @@ class NumpyExecutor:
                                  y_u8=partner[j:j + 1])
                 z[row] = fo.clip01(mixed[0])
                 fresh[row] = False
-        out = fo.normalize(z, cfg.mean, cfg.std).reshape((n, v) + shape)
-        return np.moveaxis(out, 1, 0)
+        if out is not None:
+            native_exec.normalize_views(z, n, v, cfg, out)
+            return None
+        views = fo.normalize(z, cfg.mean, cfg.std).reshape((n, v) + shape)
+        return np.moveaxis(views, 1, 0)
 
     def _layermix(self, x, pics, plan, cfg):
         from .layermix_ops import to_float_np
