@@ -37,6 +37,7 @@
 #define OUT_CLIP01 0
 #define OUT_WRAP_U8 1
 #define OUT_CLIP_U8 2
+#define MX_ROW_CHUNK 256  // pixels per chunk of the host forms' row loops
 
 __device__ __forceinline__ float mx_to_float(unsigned char v) { return (float)v / 255.0f; }
 
@@ -269,6 +270,68 @@ extern "C" __global__ void mix_combine(const unsigned char* __restrict__ clean,
     }
 }
 
+// The same, one thread per output image row (vv, i, y) (the host's form), a channel at a time
+// and in chunks of MX_ROW_CHUNK pixels: each chain's term added to the chunk's sums in a loop
+// of its own (the same additions in the same order), which the compiler vectorises; the
+// channels-first float32 output is stored contiguously.
+extern "C" __global__ void mix_combine_rows(const unsigned char* __restrict__ clean,
+                                            const unsigned char* __restrict__ chains,
+                                            const float* __restrict__ weights,
+                                            const float* __restrict__ m,
+                                            float* __restrict__ out_f,
+                                            unsigned short* __restrict__ out_h, int half, int n,
+                                            int v, int k, int h, int w, long long s_v,
+                                            long long s_n, long long s_y, long long s_x,
+                                            long long s_c, const float* __restrict__ mean,
+                                            const float* __restrict__ stdv) {
+    const long long hw3 = (long long)h * w * 3;
+    const long long count = (long long)v * n * h;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    float mix[MX_ROW_CHUNK];
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        const int y = (int)(t % h);
+        const long long vi = t / h;
+        const int i = (int)(vi % n);
+        const int vv = (int)(vi / n);
+        const long long row = (long long)y * w * 3;
+        const long long base = ((long long)i * v + vv) * k;
+        const float mm = m[(long long)i * v + vv];
+        const unsigned char* __restrict__ cx = clean + (long long)i * hw3 + row;
+        for (int c = 0; c < 3; ++c) {
+            const float mc = mean[c], sc = stdv[c];
+            const long long dst = vv * s_v + i * s_n + y * s_y + c * s_c;
+            for (int x0 = 0; x0 < w; x0 += MX_ROW_CHUNK) {
+                const int cnt = w - x0 < MX_ROW_CHUNK ? w - x0 : MX_ROW_CHUNK;
+                for (int q = 0; q < cnt; ++q) mix[q] = 0.0f;
+                for (int j = 0; j < k; ++j) {
+                    const unsigned char* __restrict__ cy =
+                        chains + (base + j) * hw3 + row + (long long)x0 * 3 + c;
+                    const float wj = weights[base + j];
+                    for (int q = 0; q < cnt; ++q) {
+                        const float pre_y = (mx_to_float(cy[q * 3]) - mc) / sc;
+                        const float term = pre_y * wj;
+                        mix[q] = mix[q] + term;
+                    }
+                }
+                const unsigned char* __restrict__ px = cx + (long long)x0 * 3 + c;
+                if (!half && s_x == 1) {
+                    float* __restrict__ o = out_f + dst + x0;
+                    for (int q = 0; q < cnt; ++q) {
+                        const float pre_x = (mx_to_float(px[q * 3]) - mc) / sc;
+                        o[q] = (1.0f - mm) * pre_x + mix[q] * mm;
+                    }
+                } else {
+                    for (int q = 0; q < cnt; ++q) {
+                        const float pre_x = (mx_to_float(px[q * 3]) - mc) / sc;
+                        mx_store_at(out_f, out_h, half, dst + (x0 + q) * s_x,
+                                    (1.0f - mm) * pre_x + mix[q] * mm);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // multiply's powers of every uint8 value for the rows whose op is multiply: ta[j][v] =
 // (2 (v / 255))^a[j] (with_a != 0) and tb[j][v] = max(2 (v / 255), 1e-37)^b[j], v < 256; the
 // other rows' entries are left as they are (never read).
@@ -333,7 +396,6 @@ extern "C" __global__ void mix_rows_full(float* __restrict__ z, const int* __res
 // in chunks of MX_ROW_CHUNK pixels: the masks' draws of a chunk first, as a loop of integer
 // arithmetic the compiler vectorises (one draw per pixel for random_pixels, where mx_mix draws
 // the same value once per channel), then the elements.
-#define MX_ROW_CHUNK 256
 template <int OP>
 __device__ __forceinline__ void mx_mix_row(float* __restrict__ zr, const float* __restrict__ yr,
                                            const unsigned char* __restrict__ yu,

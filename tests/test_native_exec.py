@@ -292,6 +292,63 @@ def test_mix_normalize_rows(threaded, u8, layout, half):
         np.testing.assert_array_equal(_bits(got), _bits(want.astype(got.dtype)))
 
 
+@pytest.mark.parametrize("layout, half", [("NHWC", 0), ("NCHW", 0), ("NCHW", 1)])
+def test_mix_combine_rows(threaded, layout, half):
+    """AugMix / IPMix's combination: 300 px rows (more than one 256-pixel chunk), 2 views of
+    3 chains, per-view weights and m."""
+    rng = np.random.default_rng(4)
+    n, v, k, h, w = 2, 2, 3, 3, 300
+    clean = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    chains = rng.integers(0, 256, (n, v, k, h, w, 3), dtype=np.uint8)
+    weights = rng.dirichlet(np.ones(k), (n, v)).astype(np.float32)
+    m = rng.beta(1, 1, (n, v)).astype(np.float32)
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def args():
+        dtype = np.float16 if half else np.float32
+        buf = np.full((v, n, 3, h, w) if layout == "NCHW" else (v, n, h, w, 3), np.nan, dtype)
+        out = buf.transpose(0, 1, 3, 4, 2) if layout == "NCHW" else buf
+        strides = tuple(np.int64(st // out.itemsize) for st in out.strides)
+        out_f = np.zeros(1, np.float32) if half else out
+        out_h = out.view(np.uint16) if half else np.zeros(1, np.uint16)
+        return (clean, chains, weights, m, out_f, out_h, np.int32(half), np.int32(n),
+                np.int32(v), np.int32(k), np.int32(h), np.int32(w), *strides, mean, std), out
+
+    got = _all_equal(_run_both(threaded["mixing.cu"], "mix_combine", args))
+    pre = lambda u: (u.astype(np.float32) / np.float32(255) - mean) / std  # noqa: E731
+    for vv in range(v):
+        mix = np.zeros((n, h, w, 3), np.float32)
+        for j in range(k):
+            mix = mix + weights[:, vv, j, None, None, None] * pre(chains[:, vv, j])
+        mm = m[:, vv, None, None, None]
+        want = (np.float32(1) - mm) * pre(clean) + mm * mix
+        np.testing.assert_array_equal(_bits(got[vv]), _bits(want.astype(got.dtype)))
+
+
+@pytest.mark.parametrize("method, options", [("augmix", {}), ("ipmix", {}),
+                                             ("ipmix", {"overflow": "clip"})])
+@pytest.mark.parametrize("layout, dtype", [("NCHW", np.float32), ("NHWC", np.float16)])
+def test_augmix_and_ipmix_combined_into_out(monkeypatch, method, options, layout, dtype):
+    """Their combination runs natively into the stage's buffer: the twin's views bit for bit
+    (JSD and not, chunks of 2, and the executor's own output array)."""
+    bank = builtin_mixing_bank(count=4, side=36, seed=1)
+    images = sample_photos(5, 32, seed=15)
+    for jsd in (False, True):
+        cfg = make_config(method, "cifar", jsd=jsd, **options)
+        plan = sample_plan(cfg, 5, make_rng(23, 0, 0, int(jsd)), len(bank), bank.side)
+        pics = (bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, 32)
+                if "mix_index" in plan.arrays else None)
+        twin = _twin(monkeypatch, images, pics, plan)
+        shape = (plan.views, 5, 32, 32, 3)
+        buf = np.full(shape[:2] + (3, 32, 32) if layout == "NCHW" else shape, np.nan, dtype)
+        out = np.moveaxis(buf, 2, -1) if layout == "NCHW" else buf
+        NumpyExecutor(chunk_size=2).apply(images, pics, plan, out=out)
+        np.testing.assert_array_equal(_bits(out), _bits(twin.astype(dtype)))
+        np.testing.assert_array_equal(_bits(NumpyExecutor().apply(images, pics, plan)),
+                                      _bits(twin))
+
+
 @pytest.mark.parametrize("name", ["equalize", "posterize", "solarize"])
 def test_layermix_image_forms(threaded, name):
     """The per-image forms of equalize's apply, posterize and solarize, run through the GPU

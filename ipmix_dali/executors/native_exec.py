@@ -30,7 +30,7 @@ from .cupy_exec import CupyExecutor, Program
 
 _MUL = 1  # mixing.cu's MIX_MUL (cupy_exec asserts the numbering)
 
-__all__ = ["NativeExecutor", "available", "apply", "normalize", "normalize_views"]
+__all__ = ["NativeExecutor", "available", "apply", "normalize", "normalize_views", "combine"]
 
 
 def available(method: str = "layermix") -> bool:
@@ -116,6 +116,17 @@ def normalize_views(z, n: int, views: int, config, out):
     prog = Program()
     _EXECUTOR._emit_normalize(prog, np.ascontiguousarray(z, dtype=np.float32), n, views, views,
                               out, config)
+    _EXECUTOR._run(prog)
+    return out
+
+
+def combine(images, chains, plan, config, out):
+    """``out`` (V, N, H, W, 3), any strides, float32 or float16: AugMix's / IPMix's
+    ``(1 - m) * pre(x) + m * sum_c w_c * pre(y_c)`` of uint8 ``images`` (N, H, W, 3) and
+    ``chains`` (N, V, K, H, W, 3) with the plan's weights and m (``mix_combine``)."""
+    prog = Program()
+    _EXECUTOR._emit_combine(prog, np.ascontiguousarray(images), np.ascontiguousarray(chains),
+                            plan, config, out)
     _EXECUTOR._run(prog)
     return out
 

@@ -143,8 +143,9 @@ class NumpyExecutor:
         # for the host when they can (native_exec: the same pixels, about half the time); the
         # NumPy twin otherwise.
         native = plan.method in ("layermix", "none") and native_exec.available(plan.method)
-        # PixMix's last step (the normalisation, straight into ``out``'s layout) likewise.
-        own_out = plan.method == "pixmix" and native_exec.available("none")
+        # The last step of PixMix (the normalisation), AugMix and IPMix (the combination)
+        # likewise, straight into ``out``'s layout.
+        own_out = plan.method in ("pixmix", "augmix", "ipmix") and native_exec.available("none")
 
         def chunk(start):
             stop = min(start + size, plan.n)
@@ -189,14 +190,20 @@ class NumpyExecutor:
     def _none(self, x, pics, plan, cfg):
         return np.broadcast_to(self._pre(x, cfg)[None], (plan.views,) + x.shape)
 
-    def _combine(self, x, chains_u8, plan, cfg, dirty=None):
+    def _combine(self, x, chains_u8, plan, cfg, dirty=None, out=None):
         """(1 - m) * pre(x) + m * sum_c w_c * pre(y_c); chains_u8 is (n, V, K, H, W, 3).
 
         Same float32 operations in the same order as the reference (the sum starts at zero and
         adds the chains in order), done in place to save passes over memory. ``dirty`` (optional,
         (n * V * K, 4) rows of top, left, bottom, right) bounds where a chain differs from x:
         outside it pre(y_c) is pre(x), which is reused instead of recomputed (same floats).
+        ``out`` given: the combination is written into it natively (``native_exec.combine``, the
+        GPU's kernel on the host: the same floats, one pass into ``out``'s layout) and None is
+        returned.
         """
+        if out is not None:
+            native_exec.combine(x, chains_u8, plan, cfg, out)
+            return None
         n, v, k = chains_u8.shape[:3]
         h, w = chains_u8.shape[3:5]
         clean1 = self._pre(x, cfg)  # (n, H, W, 3)
@@ -230,15 +237,15 @@ class NumpyExecutor:
         out += mix
         return np.moveaxis(out, 1, 0)
 
-    def _augmix(self, x, pics, plan, cfg):
+    def _augmix(self, x, pics, plan, cfg, out=None):
         n, (v, k, d) = len(x), plan.op.shape[1:]
         y = np.broadcast_to(x[:, None, None], (n, v, k) + x.shape[1:]).reshape(
             (n * v * k,) + x.shape[1:]).copy()
         for s in range(d):
             y = apply_ops_grouped(y, plan.op[..., s].ravel(), plan.param[..., s].ravel())
-        return self._combine(x, y.reshape((n, v, k) + x.shape[1:]), plan, cfg)
+        return self._combine(x, y.reshape((n, v, k) + x.shape[1:]), plan, cfg, out=out)
 
-    def _ipmix(self, x, pics, plan, cfg):
+    def _ipmix(self, x, pics, plan, cfg, out=None):
         n, (v, k, t) = len(x), plan.op.shape[1:]
         shape = x.shape[1:]
         to_u8 = fo.to_uint8_wrap if cfg.overflow == "wrap" else fo.to_uint8_clip
@@ -275,7 +282,7 @@ class NumpyExecutor:
                             max(b[3], box[1].stop))
                 else:
                     b[:] = (t0, l0, box[0].stop, box[1].stop)
-        return self._combine(x, y.reshape((n, v, k) + shape), plan, cfg, dirty)
+        return self._combine(x, y.reshape((n, v, k) + shape), plan, cfg, dirty, out=out)
 
     def _pixmix(self, x, pics, plan, cfg, out=None):
         """``out`` given: the views are normalised into it natively (and None returned)."""
