@@ -14,9 +14,12 @@ One step differs from the GPU's program: the multiply blend's powers. The GPU ev
 against ~4.5 ns for NumPy's vectorised one, so rows whose blend is multiply run as a host step,
 the NumPy executor's own :func:`.float_ops.mix_multiply` (the same floats by construction).
 
+The same programs serve the other methods' float stages: "none"'s views and JSD's clean view
+(:func:`normalize`), PixMix's last step (:func:`normalize_views`) and AugMix / IPMix's
+combination (:func:`combine`), each one pass straight into the stage's buffer layout.
+
 The pixels are the NumPy executor's bit for bit (tests/test_native_exec.py); ``IPMIX_DALI_NATIVE=0``
-or no C++ compiler leaves LayerMix on the NumPy path. Used by :class:`.numpy_exec.NumpyExecutor`
-for LayerMix chunks.
+or no C++ compiler leaves them on the NumPy path. Used by :class:`.numpy_exec.NumpyExecutor`.
 """
 from __future__ import annotations
 

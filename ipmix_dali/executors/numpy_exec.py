@@ -4,7 +4,9 @@ Same plan in, same pixels out as :class:`~.reference.ReferenceExecutor`: the PIL
 batch twins of :mod:`.np_ops` (grouped by op id, each group one vectorised call), the float stages
 are :mod:`.float_ops` in the reference's operation order. It is also the CPU stage of the DALI
 pipeline, so it works in chunks of samples to bound memory, and loops in Python only over IPMix's
-patch steps (small boxes of varying size).
+patch steps (small boxes of varying size). Where the kernels build for the host
+(:mod:`.native_exec`), LayerMix's whole chain, the normalisation and AugMix / IPMix's
+combination run as the GPU executor's kernels on the CPU instead: the same pixels, faster.
 
 Output of :meth:`NumpyExecutor.apply`: float32 (V, N, H, W, 3), normalised, channels last.
 """
