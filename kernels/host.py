@@ -19,8 +19,10 @@ once per (block, thread) in order. The library is cached by a digest of source a
 What it cannot emulate, and kernels therefore must not use: ``__syncthreads``, ``__shared__``,
 warp intrinsics, inline PTX, CUDA headers. Differences it cannot see: device ``pow``/``exp``
 accuracy (glibc here), and races between threads (it runs them one after another). The
-``blockIdx``/``threadIdx`` globals make one module single-threaded (the CPU stage's workers are
-processes).
+``blockIdx``/``threadIdx`` globals make an emulating module usable from one Python thread at a
+time; a ``serial=True`` module (the native path: indices are constants, one launch is one
+kernel thread) has no mutable state, so several Python threads may launch it at once
+(``NumpyExecutor(threads=k)``; ctypes releases the GIL during a call).
 
     mod = HostModule("smoke.cu")
     mod.launch("smoke_mul", grid=(g, 1, 1), block=(256, 1, 1), args=(x, y, out, np.int32(n)))
