@@ -127,13 +127,15 @@ def test_none_and_the_clean_view_equal_the_twin(monkeypatch, layout, dtype):
 
 @pytest.mark.parametrize("layout, dtype", [("NCHW", np.float32), ("NHWC", np.float16)])
 def test_pixmix_views_normalised_into_out(monkeypatch, layout, dtype):
-    """PixMix's last step writes the stage's buffer natively (normalize_views): the twin's
-    views bit for bit, JSD and not, chunks of 2."""
+    """PixMix's add blends (mix_add_u8) and its last step (normalize_views) run natively:
+    the twin's views bit for bit, JSD and not, chunks of 2."""
     bank = builtin_mixing_bank(count=4, side=36, seed=1)
     images = sample_photos(5, 32, seed=14)
     for jsd in (False, True):
         cfg = make_config("pixmix", "cifar", jsd=jsd)
         plan, pics = next(_plans(cfg, 5, bank, 1, seed=19))
+        used = plan.mix_op[plan.mix_op >= 0]
+        assert {MIX_OP_ID["add"], MIX_OP_ID["multiply"]} <= set(used.tolist())
         want = _twin(monkeypatch, images, pics, plan).astype(dtype)
         shape = (plan.views, 5, 32, 32, 3)
         buf = np.full(shape[:2] + (3, 32, 32) if layout == "NCHW" else shape, np.nan, dtype)

@@ -31,9 +31,10 @@ from . import float_ops as fo
 from . import native
 from .cupy_exec import CupyExecutor, Program
 
-_MUL = 1  # mixing.cu's MIX_MUL (cupy_exec asserts the numbering)
+_ADD, _MUL = 0, 1  # mixing.cu's MIX_ADD, MIX_MUL (cupy_exec asserts the numbering)
 
-__all__ = ["NativeExecutor", "available", "apply", "normalize", "normalize_views", "combine"]
+__all__ = ["NativeExecutor", "available", "apply", "normalize", "normalize_views", "combine",
+           "mix_add_u8"]
 
 
 def available(method: str = "layermix") -> bool:
@@ -132,6 +133,19 @@ def combine(images, chains, plan, config, out):
                             plan, config, out)
     _EXECUTOR._run(prog)
     return out
+
+
+def mix_add_u8(z, rows, partner, prow, a, b):
+    """z[rows[j]] = clip01(add(z[rows[j]], partner[prow[j]] / 255, a[j], b[j])) in place: PixMix's
+    add blends of a round with their uint8 partners (float32 ``z`` rows, contiguous)."""
+    if len(rows) == 0:
+        return z
+    prog = Program()
+    _EXECUTOR._mix_full(prog, z, np.asarray(rows), np.ascontiguousarray(partner),
+                        prog.dummy(np.uint8), None, np.asarray(prow),
+                        np.full(len(rows), _ADD, dtype=np.int32), a, b)
+    _EXECUTOR._run(prog)
+    return z
 
 
 def normalize(images, config, out=None):

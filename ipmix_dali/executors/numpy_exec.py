@@ -294,6 +294,7 @@ class NumpyExecutor:
         start_u8 = apply_ops_grouped(x[sample], plan.start_op.ravel(), plan.start_param.ravel())
         z = fo.to_float(start_u8)
         fresh = np.ones(n * v, dtype=bool)  # z is still to_float(start_u8): tables apply to it
+        native = native_exec.available("none")
         for r in range(flat["mix_op"].shape[1]):
             rows = np.nonzero(flat["mix_op"][:, r] >= 0)[0]
             if len(rows) == 0:
@@ -305,7 +306,14 @@ class NumpyExecutor:
                 partner[aug] = apply_ops_grouped(x[sample[rows[aug]]],
                                                  flat["partner_op"][rows[aug], r],
                                                  flat["partner_param"][rows[aug], r])
-            for j, row in enumerate(rows):
+            todo = np.arange(len(rows))
+            if native:  # the round's add blends in one native pass (mix_rows_full's kernel)
+                add = flat["mix_op"][rows, r] == _ADD
+                native_exec.mix_add_u8(z, rows[add], partner, todo[add], flat["a"][rows[add], r],
+                                       flat["b"][rows[add], r])
+                fresh[rows[add]] = False
+                todo = todo[~add]
+            for j, row in zip(todo.tolist(), rows[todo].tolist()):
                 one = slice(row, row + 1)
                 mixed = mix_rows(flat["mix_op"][one, r], z[one], fo.to_float(partner[j:j + 1]),
                                  flat["a"][one, r], flat["b"][one, r], None, None,
