@@ -150,6 +150,15 @@ extern "C" __global__ void layermix_equalize_lut(const int* __restrict__ hist,
     }
 }
 
+// One pixel's three channels through its image's LUT li (3 x 256).
+__device__ __forceinline__ void lm_equalize_pixel(const float* __restrict__ li,
+                                                  const float* __restrict__ px,
+                                                  float* __restrict__ o, float to_u8) {
+    o[0] = li[lm_u8_index(px[0], to_u8)];
+    o[1] = li[256 + lm_u8_index(px[1], to_u8)];
+    o[2] = li[512 + lm_u8_index(px[2], to_u8)];
+}
+
 // out[e] = lut[(i * 3 + c) * 256 + index(in[e])] for every element e. One thread per pixel.
 extern "C" __global__ void layermix_equalize_apply(const float* __restrict__ in,
                                                    float* __restrict__ out,
@@ -162,9 +171,7 @@ extern "C" __global__ void layermix_equalize_apply(const float* __restrict__ in,
         const float* li = lut + lm_div(p, hw) * 768;
         const float* px = in + p * 3;
         float* o = out + p * 3;
-        o[0] = li[lm_u8_index(px[0], to_u8)];
-        o[1] = li[256 + lm_u8_index(px[1], to_u8)];
-        o[2] = li[512 + lm_u8_index(px[2], to_u8)];
+        lm_equalize_pixel(li, px, o, to_u8);
     }
 }
 
@@ -180,9 +187,7 @@ extern "C" __global__ void layermix_equalize_apply_images(const float* __restric
         const float* px = in + i * hw * 3;
         float* o = out + i * hw * 3;
         for (long long p = 0; p < hw * 3; p += 3) {
-            o[p] = li[lm_u8_index(px[p], to_u8)];
-            o[p + 1] = li[256 + lm_u8_index(px[p + 1], to_u8)];
-            o[p + 2] = li[512 + lm_u8_index(px[p + 2], to_u8)];
+            lm_equalize_pixel(li, px + p, o + p, to_u8);
         }
     }
 }
@@ -232,6 +237,10 @@ extern "C" __global__ void layermix_posterize_images(const float* __restrict__ i
 // ---------------------------------------------------------------------------------------------
 // solarize: thr float32 (n,): x >= thr ? 1 - x : x.
 // ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ float lm_solarize(float x, float thr) {
+    return x >= thr ? 1.0f - x : x;
+}
+
 extern "C" __global__ void layermix_solarize(const float* __restrict__ in,
                                              float* __restrict__ out,
                                              const float* __restrict__ thr, int n, int h, int w) {
@@ -239,8 +248,7 @@ extern "C" __global__ void layermix_solarize(const float* __restrict__ in,
     const long long total = hw * n * 3;
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
-        const float x = in[e];
-        out[e] = x >= thr[lm_div(e, hw * 3)] ? 1.0f - x : x;
+        out[e] = lm_solarize(in[e], thr[lm_div(e, hw * 3)]);
     }
 }
 
@@ -255,10 +263,7 @@ extern "C" __global__ void layermix_solarize_images(const float* __restrict__ in
         const float t = thr[i];
         const float* src = in + i * hw3;
         float* dst = out + i * hw3;
-        for (long long e = 0; e < hw3; ++e) {
-            const float x = src[e];
-            dst[e] = x >= t ? 1.0f - x : x;
-        }
+        for (long long e = 0; e < hw3; ++e) dst[e] = lm_solarize(src[e], t);
     }
 }
 

@@ -72,6 +72,15 @@ __device__ __forceinline__ void mx_store_at(float* out_f, unsigned short* out_h,
         out_f[off] = v;
 }
 
+// The output image row t of the host forms (one thread per row (vv, i, y)): t = (vv * n + i)
+// * h + y.
+__device__ __forceinline__ void mx_view_row(long long t, int n, int h, int* vv, int* i, int* y) {
+    *y = (int)(t % h);
+    const long long vi = t / h;
+    *i = (int)(vi % n);
+    *vv = (int)(vi / n);
+}
+
 // The element (vv, i, e) of an output view, e = (y * w + x) * 3 + c.
 __device__ __forceinline__ void mx_store(float* out_f, unsigned short* out_h, int half, int vv,
                                          int i, long long e, int w, long long s_v, long long s_n,
@@ -200,10 +209,8 @@ extern "C" __global__ void mix_normalize_rows(const unsigned char* __restrict__ 
     const long long count = (long long)views * n * h;
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
-        const int y = (int)(t % h);
-        const long long vi = t / h;
-        const int i = (int)(vi % n);
-        const int vv = (int)(vi / n);
+        int vv, i, y;
+        mx_view_row(t, n, h, &vv, &i, &y);
         const long long src = ((long long)i * in_views + vv % in_views) * hw3 + (long long)y * w * 3;
         for (int c = 0; c < 3; ++c) {
             const float m = mean[c], sd = stdv[c];
@@ -289,10 +296,8 @@ extern "C" __global__ void mix_combine_rows(const unsigned char* __restrict__ cl
     const long long stride = (long long)blockDim.x * gridDim.x;
     float mix[MX_ROW_CHUNK];
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
-        const int y = (int)(t % h);
-        const long long vi = t / h;
-        const int i = (int)(vi % n);
-        const int vv = (int)(vi / n);
+        int vv, i, y;
+        mx_view_row(t, n, h, &vv, &i, &y);
         const long long row = (long long)y * w * 3;
         const long long base = ((long long)i * v + vv) * k;
         const float mm = m[(long long)i * v + vv];

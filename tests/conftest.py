@@ -66,3 +66,24 @@ def spoil_jpeg():
             f.write(data[:dqt] + garbage + b"\xff\xd9")
 
     return spoil
+
+
+@pytest.fixture
+def without_a_compiler(monkeypatch):
+    """``without_a_compiler()``: from then on host builds point at a compiler that does not
+    exist, and the native path's cached modules are dropped so that the next use builds again
+    (and fails, as on a machine without g++)."""
+    def apply():
+        from ipmix_dali.executors import native
+        from ipmix_dali.kernels import host
+
+        real = host.HostModule
+
+        def no_compiler(filename, extra_flags=(), compiler=None, serial=False):
+            return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
+                        compiler="/nonexistent/g++", serial=serial)
+
+        monkeypatch.setattr(host, "HostModule", no_compiler)
+        monkeypatch.setattr(native, "_states", {})
+
+    return apply

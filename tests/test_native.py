@@ -98,23 +98,8 @@ def test_layermix_batches_equal_with_native_on_and_off(monkeypatch):
         assert np.array_equal(_bits(got), _bits(twin)), iteration
 
 
-def _without_a_compiler(monkeypatch):
-    """Host builds point at a compiler that does not exist, and the cached modules of the
-    kernel files are dropped so that the next use builds again."""
-    from ipmix_dali.kernels import host
-
-    real = host.HostModule
-
-    def no_compiler(filename, extra_flags=(), compiler=None, serial=False):
-        return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
-                    compiler="/nonexistent/g++", serial=serial)
-
-    monkeypatch.setattr(host, "HostModule", no_compiler)
-    monkeypatch.setattr(native, "_states", {})
-
-
-def test_without_a_compiler_the_twin_runs_with_one_warning(monkeypatch, caplog):
-    _without_a_compiler(monkeypatch)
+def test_without_a_compiler_the_twin_runs_with_one_warning(without_a_compiler, caplog):
+    without_a_compiler()
     images = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         first = lm.apply_layermix_op_np(OP["rotate"], images, [10.0, 20.0])
@@ -306,7 +291,8 @@ def test_pil_row_kernel_equals_pixel_kernel_on_any_grid(shape):
     assert (want != 0).mean() > 0.5
 
 
-def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch, caplog):
+def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch, caplog,
+                                                                    without_a_compiler):
     from ipmix_dali.executors import np_ops
     from ipmix_dali.ops.table import PIL_OPS
 
@@ -317,7 +303,7 @@ def test_pil_native_switched_off_or_without_a_compiler_runs_the_twin(monkeypatch
     assert native.pil_geometric(rot, images, np.array([10.0, 20.0])) is None
     assert np.array_equal(np_ops.apply_pil_op(rot, images, [10.0, 20.0]), want)
     monkeypatch.setenv(native.ENV, "1")
-    _without_a_compiler(monkeypatch)
+    without_a_compiler()
     with caplog.at_level(logging.WARNING, logger="ipmix_dali.native"):
         first = np_ops.apply_pil_op(rot, images, [10.0, 20.0])
         again = np_ops.apply_pil_op(PIL_OPS.index("shear_x"), images, [0.1, 0.2])

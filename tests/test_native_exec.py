@@ -158,22 +158,13 @@ def test_chunks_and_threads_do_not_change_the_pixels(monkeypatch, chunk_size, th
     np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
-def test_without_a_compiler_layermix_runs_the_twin(monkeypatch):
-    from ipmix_dali.kernels import host
-
-    real = host.HostModule
-
-    def no_compiler(filename, extra_flags=(), compiler=None, serial=False):
-        return real(filename, extra_flags=extra_flags + ("-DIPMIX_NO_CXX",),
-                    compiler="/nonexistent/g++", serial=serial)
-
+def test_without_a_compiler_layermix_runs_the_twin(monkeypatch, without_a_compiler):
     cfg = make_config("layermix", "cifar")
     bank = builtin_mixing_bank(count=4, side=36, seed=1)
     images = sample_photos(3, 32, seed=9)
     plan, pics = next(_plans(cfg, 3, bank, 1, seed=17))
     want = _twin(monkeypatch, images, pics, plan)
-    monkeypatch.setattr(host, "HostModule", no_compiler)
-    monkeypatch.setattr(native, "_states", {})
+    without_a_compiler()
     assert not native_exec.available()
     np.testing.assert_array_equal(_bits(NumpyExecutor().apply(images, pics, plan)), _bits(want))
 

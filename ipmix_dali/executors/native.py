@@ -32,8 +32,8 @@ import os
 
 import numpy as np
 
-__all__ = ["enabled", "load", "error", "module", "pil_module", "HOST_KERNELS", "geometric", "pil_geometric", "host_flags",
-           "PIL_NATIVE_OPS"]
+__all__ = ["enabled", "load", "error", "module", "pil_module", "mix_module", "HOST_KERNELS",
+           "geometric", "pil_geometric", "host_flags", "PIL_NATIVE_OPS"]
 
 log = logging.getLogger("ipmix_dali.native")
 
@@ -123,6 +123,11 @@ def error(source: str):
 def module():
     """LayerMix's compiled kernels, or None (turned off, or no working compiler: warned once)."""
     return load(_SOURCE)
+
+
+def mix_module():
+    """The float stages' compiled kernels (``mixing.cu``), or None (as :func:`module`)."""
+    return load(_MIX_SOURCE)
 
 
 def pil_module():

@@ -27,11 +27,12 @@ import threading
 
 import numpy as np
 
+from ..ops.table import MIX_OP_ID
 from . import float_ops as fo
 from . import native
 from .cupy_exec import CupyExecutor, Program
 
-_ADD, _MUL = 0, 1  # mixing.cu's MIX_ADD, MIX_MUL (cupy_exec asserts the numbering)
+_ADD, _MUL = MIX_OP_ID["add"], MIX_OP_ID["multiply"]  # mixing.cu's numbers (cupy_exec checks)
 
 __all__ = ["NativeExecutor", "available", "apply", "normalize", "normalize_views", "combine",
            "mix_add_u8"]
@@ -44,9 +45,9 @@ def available(method: str = "layermix") -> bool:
     from . import layermix_ops
 
     if method == "layermix" and not (layermix_ops.GRID_MATMUL_FMA
-                                     and native.load("layermix_ops.cu") is not None):
+                                     and native.module() is not None):
         return False
-    return native.load("mixing.cu") is not None
+    return native.mix_module() is not None
 
 
 def _launch(file, name, grid, block, args):
@@ -81,7 +82,7 @@ class NativeExecutor(CupyExecutor):
         block of ~100 MB would fault in every page on every batch)."""
         local = self._local
         if getattr(local, "block", None) is None or local.block.nbytes < nbytes:
-            local.block = None
+            local.block = None  # the old block goes before the new one is made
             local.block = np.empty(nbytes, dtype=np.uint8)
         return local.block[:nbytes]
 
@@ -93,14 +94,16 @@ class NativeExecutor(CupyExecutor):
         if partner_f is None or not mul.any():
             return super()._mix_full(prog, z, rows, partner_a, partner_b, partner_f, prow, ops,
                                      a, b, p, seeds)
+        def pick(values, which):
+            return None if values is None else np.asarray(values)[which]
+
         rest = ~mul
         if rest.any():
-            super()._mix_full(prog, z, np.asarray(rows)[rest], partner_a, partner_b, partner_f,
-                              np.asarray(prow)[rest], np.asarray(ops)[rest], np.asarray(a)[rest],
-                              np.asarray(b)[rest], None if p is None else np.asarray(p)[rest],
-                              None if seeds is None else np.asarray(seeds)[rest])
-        prog.host_step(_multiply_rows, z, partner_f, np.asarray(rows)[mul],
-                       np.asarray(prow)[mul], np.asarray(a)[mul], np.asarray(b)[mul])
+            super()._mix_full(prog, z, pick(rows, rest), partner_a, partner_b, partner_f,
+                              pick(prow, rest), pick(ops, rest), pick(a, rest), pick(b, rest),
+                              pick(p, rest), pick(seeds, rest))
+        prog.host_step(_multiply_rows, z, partner_f, pick(rows, mul), pick(prow, mul),
+                       pick(a, mul), pick(b, mul))
 
 
 _EXECUTOR = NativeExecutor()
