@@ -200,6 +200,10 @@ def _add_bench(sub):
     p.add_argument("--stage-workers", type=int, default=0,
                    help="dali-cpu: worker processes of the augmentation stage (same pixels; "
                         "default 0: one per usable core, 1: the stage's own thread)")
+    p.add_argument("--crop-resize", default="auto", choices=("auto", "pillow", "dali"),
+                   help="who resizes and flips the DALI rows' crops: the CPU stage as Pillow "
+                        "does (pillow; auto on the CPU) or DALI's fn.resize and fn.flip (dali; "
+                        "auto on the GPU)")
     p.add_argument("--cores", default=None,
                    help="comma list of core counts, e.g. 1,2: every row set once per count, "
                         "pinned to that many cores (like taskset), side by side")
@@ -234,7 +238,7 @@ def _run_bench(args) -> int:
                        threads=args.threads, stage_threads=args.stage_threads,
                        stage_workers=args.stage_workers, cores=_core_counts(args.cores),
                        mixing_set=args.mixing_set, out=args.out, chart=args.chart,
-                       rounds=args.rounds)
+                       rounds=args.rounds, crop_resize=args.crop_resize)
     print(result["table"])
     for name, value in result["ratios"].items():
         print(f"{name}: {value}")

@@ -9,6 +9,13 @@ Training (:func:`train_pipeline`)::
          pictures, run the executor on the whole batch, normalise, cast, lay out
       -> (clean, view 1, view 2) with JSD, else one view; labels
 
+The resize and the flip (``crop_resize``): "dali" runs DALI's ``fn.resize`` and ``fn.flip``
+(the GPU pipeline's, where they are nearly free); "pillow" (the CPU pipeline's default) hands
+the decoded crops and ``random.coin_flip``'s flips to the stage, which resizes them as Pillow's
+BILINEAR resize does (torchvision's RandomResizedCrop on a PIL image, the reference's bytes)
+on its workers (:mod:`ipmix_dali.crop_resize`): DALI's CPU resize was its largest cost per
+batch.
+
 The stage is a ``fn.python_function`` with ``batch_processing=True``: NumPy executor on the CPU,
 CuPy executor on the GPU (CuPy arrays on DALI's stream). It keeps no random state: the plan of
 the b-th batch a pipeline produces is drawn from ``make_rng(seed, shard, b // iters, b % iters)``
@@ -40,10 +47,11 @@ from .device import on_device
 
 __all__ = ["AugmentStage", "AugmentStageError", "train_pipeline", "val_pipeline",
            "iters_per_epoch", "dali_seed", "output_buffer", "stage_output_layouts",
-           "OUTPUT_DTYPES", "LAYOUTS"]
+           "resolve_crop_resize", "OUTPUT_DTYPES", "LAYOUTS", "CROP_RESIZES"]
 
 OUTPUT_DTYPES = ("float32", "float16")
 LAYOUTS = ("NCHW", "NHWC")
+CROP_RESIZES = ("auto", "pillow", "dali")
 DEFAULT_MIXING_MEMORY_BUDGET = 8 << 30  # bytes of pre-resized mixing pictures kept in memory
 
 
@@ -63,6 +71,18 @@ def dali_seed(seed: int, shard_id: int) -> int:
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def resolve_crop_resize(crop_resize: str, device: str) -> str:
+    """"pillow" or "dali": who resizes and flips the training crops ("auto": "pillow" on the
+    CPU, "dali" on the GPU). The GPU stage takes 224 px crops only: "pillow" there is refused."""
+    _check_choice("crop_resize", crop_resize, CROP_RESIZES)
+    if crop_resize == "auto":
+        return "dali" if device == "gpu" else "pillow"
+    if crop_resize == "pillow" and device == "gpu":
+        raise ValueError("crop_resize='pillow' runs on the CPU stage only: the GPU pipeline "
+                         "resizes with DALI (use --crop-resize dali or auto there)")
+    return crop_resize
 
 
 class AugmentStageError(RuntimeError):
@@ -111,6 +131,10 @@ class AugmentStage:
             bank is uploaded to it and every batch runs under it: DALI's worker threads make
             the pipeline's device current, but the stage is built on the caller's thread,
             whose current device may be another.
+        resize_crops: the stage's first inputs are DALI's decoded crops (any size) and, with
+            ``flips``, one 0/1 flip per sample: the stage resizes them to ``image_size`` and
+            flips them (:mod:`ipmix_dali.crop_resize`; on the executor's workers where it has
+            them) before the augmentation. Otherwise the images arrive resized.
 
     An exception inside the stage is kept in ``error`` (with the batch number in
     ``error_batch``) before DALI wraps it, so the loader can re-raise it as itself.
@@ -121,7 +145,8 @@ class AugmentStage:
 
     def __init__(self, config, bank, executor, seed: int, shard_id: int, iters: int,
                  dtype: str = "float32", layout: str = "NCHW", start_batch: int = 0,
-                 device: str = "cpu", emit_input: bool = False, device_id: Optional[int] = None):
+                 device: str = "cpu", emit_input: bool = False, device_id: Optional[int] = None,
+                 resize_crops: bool = False, flips: bool = True):
         _check_choice("dtype", dtype, OUTPUT_DTYPES)
         _check_choice("layout", layout, LAYOUTS)
         _check_choice("device", device, ("cpu", "gpu"))
@@ -133,6 +158,9 @@ class AugmentStage:
         self.device = device
         self.emit_input = emit_input
         self.bank = bank
+        if resize_crops and device != "cpu":
+            raise ValueError("the stage resizes crops on the CPU only")
+        self.resize_crops, self.flips = bool(resize_crops), bool(flips)
         self.error, self.error_batch = None, None
         self.augmenter = Augmenter(config, bank, executor, device, device_id)
         self.xp, self.device_id = self.augmenter.xp, self.augmenter.device_id
@@ -155,18 +183,40 @@ class AugmentStage:
         stack = getattr(self.executor, "stack_samples", None)
         return stack(samples, role) if stack is not None else self.xp.stack(samples)
 
-    def __call__(self, images, pictures=None):
+    def __call__(self, images, *more):
+        """One batch: ``images`` (and, resizing crops with flips, the flips), then the mixing
+        pictures in reader mode."""
         batch = self.batches
         self.batches += 1
         try:
+            flips = None
+            if self.resize_crops and self.flips:
+                flips, more = more[0], more[1:]
+            pictures = more[0] if more else None
             with on_device(self.device_id):
-                return self._run(batch, images, pictures)
+                return self._run(batch, images, pictures, flips)
         except Exception as exc:
             self.error, self.error_batch = exc, batch
             raise
 
-    def _run(self, batch, images, pictures):
-        x = self._stack(images)
+    def _resize(self, crops, flips):
+        """DALI's decoded crops resized and flipped (crop_resize), into the executor's shared
+        memory and on its workers where it has them."""
+        size = self.config.image_size
+        flips = [0] * len(crops) if flips is None else [int(f) for f in flips]
+        pool = getattr(self.executor, "resize_crops", None)
+        if pool is not None:
+            return pool(crops, flips, size)
+        from .crop_resize import resize_crops
+
+        return resize_crops(crops, size, flips)
+
+    def _run(self, batch, images, pictures, flips=None):
+        if self.resize_crops:
+            x = self._resize(images, flips)
+            images = list(x)  # emit_input: the crops as the augmentation saw them
+        else:
+            x = self._stack(images)
         size = self.config.image_size
         if tuple(x.shape[1:]) != (size, size, 3):
             raise ValueError(f"the augmentation stage got images of shape {tuple(x.shape[1:])}, "
@@ -245,7 +295,8 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
                    scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
                    flip: bool = True, dtype: str = "float32", layout: str = "NCHW",
                    executor=None, start_batch: int = 0, checkpoint: Optional[str] = None,
-                   emit_input: bool = False, prefetch_queue_depth: int = 2):
+                   emit_input: bool = False, prefetch_queue_depth: int = 2,
+                   crop_resize: str = "auto"):
     """The training pipeline (see the module docstring); returns ``(pipeline, stage)``.
 
     Args:
@@ -259,6 +310,8 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
         executor: overrides the stage's executor (default: numpy on CPU, cupy on GPU).
         start_batch, checkpoint: resume (batches already consumed, DALI checkpoint string).
         emit_input: also output the uint8 crops the stage received (output name "input").
+        crop_resize: "auto", "pillow" or "dali": who resizes and flips the crops (module
+            docstring; :func:`resolve_crop_resize`).
 
     Outputs, in order: the views ("clean", "view1", "view2" with JSD, else "data"), "label",
     then "input" if ``emit_input``.
@@ -274,9 +327,10 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
 
         executor = get_executor("cupy" if device == "gpu" else "numpy")
     iters = iters_per_epoch(len(files), batch_size, num_shards)
+    in_stage = resolve_crop_resize(crop_resize, device) == "pillow"
     stage = AugmentStage(config, bank if mixes and mixing_files is None else None, executor, seed,
                          shard_id, iters, dtype, layout, start_batch, device, emit_input,
-                         device_id=dev)
+                         device_id=dev, resize_crops=in_stage, flips=flip)
     size = config.image_size
     use_reader = mixes and mixing_files is not None
     num_outputs = (3 if config.jsd else 1) + (1 if emit_input else 0)
@@ -286,10 +340,15 @@ def train_pipeline(files: FileList, config, *, batch_size: int, bank=None, mixin
         images = fn.decoders.image_random_crop(
             jpegs, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
             random_area=list(scale), random_aspect_ratio=list(ratio), num_attempts=10)
-        images = fn.resize(images, resize_x=size, resize_y=size)
-        if flip:
-            images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
-        inputs = [images]
+        if in_stage:  # the stage resizes and flips (crop_resize="pillow")
+            inputs = [images]
+            if flip:
+                inputs.append(fn.random.coin_flip(probability=0.5))
+        else:
+            images = fn.resize(images, resize_x=size, resize_y=size)
+            if flip:
+                images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+            inputs = [images]
         if use_reader:
             pics, _ = fn.readers.file(files=list(mixing_files.files), random_shuffle=True,
                                       name="Mix")

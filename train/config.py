@@ -46,6 +46,7 @@ class TrainConfig:
     device: str = "auto"       # auto (gpu when one is usable) | cpu | gpu
     threads: int = 2
     stage_workers: int = 0     # CPU stage processes; 0: one per usable core
+    crop_resize: str = "auto"  # auto | pillow | dali: who resizes and flips the training crops
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0: at epoch ends only
     resume: str = "auto"       # auto | none | PATH
@@ -121,6 +122,10 @@ FIELD_HELP = {
     "stage_workers": "--device cpu: worker processes of the augmentation stage, one slice of "
                      "each batch each (the same pixels); 0 = one per usable core, 1 = in the "
                      "stage's own thread",
+    "crop_resize": "who resizes and flips the training crops: 'pillow' = the CPU stage, as "
+                   "Pillow's BILINEAR resize (the reference's RandomResizedCrop bytes, and "
+                   "faster than DALI's CPU resize); 'dali' = DALI's fn.resize and fn.flip; "
+                   "'auto' = pillow on the CPU, dali on the GPU",
     "seed": "seed of the model, the shuffle and every augmentation plan",
     "checkpoint_every": "also checkpoint every N steps (0: at epoch ends only)",
     "resume": "'auto' (the newest checkpoint in --out that loads), 'none', or a checkpoint file",
@@ -179,7 +184,8 @@ ALIASES = {"arch": ("--model",), "out": ("--output-dir",), "batch_size": ("-b",)
 
 # Choices of the string flags; "cuda" is torch's name for the GPU.
 CHOICES = {"amp": ("none", "bf16", "fp16"), "device": ("auto", "cpu", "gpu"),
-           "preset": ("imagenet", "cifar"), "norm": ("batch", "group")}
+           "preset": ("imagenet", "cifar"), "norm": ("batch", "group"),
+           "crop_resize": ("auto", "pillow", "dali")}
 DEVICE_ALIASES = {"cuda": "gpu"}
 # Fields that do not change what a run computes: they may differ when it is resumed.
 OPERATIONAL = ("out", "resume", "threads", "stage_workers", "log_every", "sync_every", "checkpoint_every",
@@ -205,6 +211,9 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
                              f"{', '.join(choices)}")
     if cfg.recipe is not None and cfg.recipe not in RECIPES:
         raise ValueError(f"--recipe {cfg.recipe!r}: choose one of {', '.join(RECIPES)}")
+    if cfg.crop_resize == "pillow" and cfg.device == "gpu":
+        raise ValueError("--crop-resize pillow runs on the CPU stage: with --device gpu use "
+                         "--crop-resize auto or dali (DALI resizes on the GPU)")
     at_least = {"epochs": 1, "batch_size": 1, "threads": 1, "stage_workers": 0, "image_size": 8, "val_resize": 8,
                 "log_every": 1, "max_image_pixels": 1, "checkpoint_every": 0, "sync_every": 0,
                 "lr_reference_batch": 0, "num_classes": 1, "synthetic_size": 1}

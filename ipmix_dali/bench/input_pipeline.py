@@ -41,6 +41,7 @@ import numpy as np
 from ..atomic import write_json
 from ..config import METHODS, MIXING_METHODS, make_config
 from ..device import gpu_available
+from ..pipeline import CROP_RESIZES, resolve_crop_resize
 from ..provenance import machine_info
 
 __all__ = ["run_bench", "BACKENDS"]
@@ -119,7 +120,7 @@ def default_bench_data(images: int = 256) -> str:
 
 
 def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_threads=1,
-                  stage_workers=1):
+                  stage_workers=1, crop_resize="auto"):
     from ..executors import get_executor, stage_executor
     from ..loader import train_loader
 
@@ -128,7 +129,8 @@ def _dali_batches(files, config, bank, batch_size, threads, seed, device, stage_
         extra["executor"] = (get_executor("numpy", threads=stage_threads) if stage_workers == 1
                              else stage_executor(stage_workers))
     loader = train_loader(files, config, batch_size=batch_size, bank=bank, device=device,
-                          num_threads=threads, seed=seed, last_batch_policy="drop", **extra)
+                          num_threads=threads, seed=seed, last_batch_policy="drop",
+                          crop_resize=crop_resize, **extra)
     try:
         while True:
             for batch in loader:
@@ -187,7 +189,7 @@ def _gpu_peak_mib():
 
 
 def time_backend(backend, files, config, bank, batch_size, batches, warmup, workers, threads,
-                 seed=0, stage_threads=1, stage_workers=1):
+                 seed=0, stage_threads=1, stage_workers=1, crop_resize="auto"):
     """One row: samples/s, images/s and resources of ``batches`` timed batches."""
     load_before = os.getloadavg()[0]
     if backend == "reference":
@@ -195,7 +197,7 @@ def time_backend(backend, files, config, bank, batch_size, batches, warmup, work
     else:
         gen = _dali_batches(files, config, bank, batch_size, threads, seed,
                             "gpu" if backend == "dali-gpu" else "cpu", stage_threads,
-                            stage_workers)
+                            stage_workers, crop_resize)
     if backend == "reference":
         # Every worker builds whole batches and keeps two finished ones queued.
         warmup = max(warmup, workers)
@@ -279,7 +281,8 @@ def _jsd_modes(jsd):
 def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, batch_size=32,
               batches=16, warmup=1, data=None, images=128, workers=None, threads=None,
               mixing_set=None, out="bench/results/bench_cpu.json", chart=None,
-              log=print, stage_threads=1, stage_workers=0, cores=None, rounds=1) -> dict:
+              log=print, stage_threads=1, stage_workers=0, cores=None, rounds=1,
+              crop_resize="auto") -> dict:
     """Time every (backend, method, JSD) row; write the JSON result and the PNG chart.
 
     ``jsd``: False, True or "both". ``stage_workers``: the dali-cpu stage's processes (0: one
@@ -288,13 +291,17 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
     ``rounds``: each row set measured that many times, the backends taking turns, and every
     row reports its median samples/s (``samples_per_s_rounds`` lists them): the speed of a
     shared or throttled machine drifts by tens of percent within minutes, and rows next to
-    each other in time see the same drift."""
+    each other in time see the same drift. ``crop_resize``: who resizes the DALI rows' crops
+    (:func:`ipmix_dali.pipeline.resolve_crop_resize`; "auto": the stage on the CPU, DALI on
+    the GPU)."""
     from ..datasets import scan_image_folder
     from ..executors.pool import default_stage_workers, usable_cores
     from ..mixing.bank import load_mixing_bank
 
     if int(rounds) < 1:
         raise ValueError(f"--rounds {rounds}: give a number of rounds >= 1, e.g. --rounds 3")
+    if crop_resize not in CROP_RESIZES:
+        raise ValueError(f"--crop-resize {crop_resize!r}: choose one of {', '.join(CROP_RESIZES)}")
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"unknown backend {b!r}: choose from {', '.join(BACKENDS)}")
@@ -309,7 +316,7 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                                 data=str(data), images=images, workers=workers,
                                 threads=threads, mixing_set=mixing_set,
                                 stage_threads=stage_threads, stage_workers=stage_workers,
-                                rounds=rounds),
+                                rounds=rounds, crop_resize=crop_resize),
                            sorted({int(c) for c in cores}), out, chart, log)
     rounds = int(rounds)
     # The CPU stage's malloc settings (ipmix_dali.memory), for both backends alike: set here,
@@ -344,6 +351,10 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                        "batch_size": batch_size,
                        "workers" if backend == "reference" else "dali_threads":
                            workers if backend == "reference" else threads}
+                if backend.startswith("dali"):
+                    row["crop_resize"] = resolve_crop_resize(
+                        "dali" if backend == "dali-gpu" and crop_resize == "pillow"
+                        else crop_resize, "gpu" if backend == "dali-gpu" else "cpu")
                 if backend == "dali-cpu":
                     row["stage_workers"] = stage_workers
                     if stage_workers == 1:
@@ -359,7 +370,8 @@ def run_bench(backends=("reference", "dali-cpu"), methods=METHODS, jsd=False, ba
                         runs.append(time_backend(row["backend"], files, cfg, bank, batch_size,
                                                  batches, warmup, workers, threads,
                                                  stage_threads=stage_threads,
-                                                 stage_workers=stage_workers))
+                                                 stage_workers=stage_workers,
+                                                 crop_resize=row.get("crop_resize", "auto")))
                     except (ImportError, ValueError, RuntimeError) as exc:
                         # The row keeps the first line; the whole chain (an augmentation stage
                         # error carries the stage's own traceback) goes to the log.

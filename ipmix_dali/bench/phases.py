@@ -33,6 +33,7 @@ from collections import defaultdict
 
 from ..atomic import write_json
 from ..config import METHODS, MIXING_METHODS, make_config
+from ..pipeline import CROP_RESIZES, resolve_crop_resize
 from ..provenance import machine_info
 
 __all__ = ["measure_phases", "run_phases", "GROUPS"]
@@ -126,11 +127,13 @@ def summarize(marks, worker_pids, main_tid):
 
 
 def measure_phases(method="ipmix", jsd=True, workers=2, threads=None, batch_size=32,
-                   batches=30, warmup=3, data=None, images=256, seed=0, log=print):
+                   batches=30, warmup=3, data=None, images=256, seed=0, log=print,
+                   crop_resize="auto"):
     """Run the dali-cpu training loader of ``method`` for ``warmup + batches`` batches with
     ``workers`` stage processes (1: the stage's own thread) and ``threads`` DALI threads
     (default: ``workers``; 0 workers: one per usable core); the row of the last ``batches``:
-    samples/s and the phases (module docstring)."""
+    samples/s and the phases (module docstring). ``crop_resize``: who resizes the crops
+    (:func:`ipmix_dali.pipeline.resolve_crop_resize`)."""
     from ..datasets import scan_image_folder
     from ..executors import stage_executor
     from ..executors.pool import default_stage_workers
@@ -157,7 +160,7 @@ def measure_phases(method="ipmix", jsd=True, workers=2, threads=None, batch_size
     with _stage_marks(executor) as marks:
         loader = train_loader(files, config, batch_size=batch_size, bank=bank, device="cpu",
                               num_threads=threads, seed=seed, last_batch_policy="drop",
-                              executor=executor)
+                              executor=executor, crop_resize=crop_resize)
         try:
             while taken < warmup + batches:
                 for _ in loader:
@@ -177,6 +180,7 @@ def measure_phases(method="ipmix", jsd=True, workers=2, threads=None, batch_size
             timed = timed[:-1]
     phases = summarize(timed, worker_pids, main_tid)
     row = {"method": method, "jsd": config.jsd, "workers": workers, "threads": threads,
+           "crop_resize": resolve_crop_resize(crop_resize, "cpu"),
            "batch_size": batch_size, "batches": batches,
            "samples_per_s": round(batches * batch_size / elapsed, 2), "phases": phases}
     log(f"{method}{' + JSD' if config.jsd else ''}, {workers} stage worker(s), {threads} DALI "
@@ -189,7 +193,7 @@ def measure_phases(method="ipmix", jsd=True, workers=2, threads=None, batch_size
 
 
 def run_phases(methods=("ipmix",), jsd=False, workers=0, threads=None, batch_size=32,
-               batches=30, warmup=3, data=None, out=None, log=print):
+               batches=30, warmup=3, data=None, out=None, log=print, crop_resize="auto"):
     """:func:`measure_phases` for each method, one JSON result (``rows``)."""
     from .input_pipeline import default_bench_data
 
@@ -200,7 +204,9 @@ def run_phases(methods=("ipmix",), jsd=False, workers=0, threads=None, batch_siz
         raise ValueError(f"--batches {batches}: give at least 2 timed batches")
     data = data or default_bench_data()
     load_start = os.getloadavg()
-    rows = [measure_phases(m, jsd, workers, threads, batch_size, batches, warmup, data, log=log)
+    resolve_crop_resize(crop_resize, "cpu")
+    rows = [measure_phases(m, jsd, workers, threads, batch_size, batches, warmup, data, log=log,
+                           crop_resize=crop_resize)
             for m in methods]
     result = {"benchmark": "stage-phases", "description": __doc__.split("\n\n")[0],
               "usable_cores": len(os.sched_getaffinity(0)), "machine": machine_info(),
@@ -224,12 +230,16 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data", default=None, help="ImageFolder tree (default: generated JPEGs)")
+    p.add_argument("--crop-resize", default="auto", choices=CROP_RESIZES,
+                   help="who resizes and flips the crops: the stage as Pillow does (pillow, the "
+                        "CPU default) or DALI's fn.resize and fn.flip (dali)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         run_phases(methods, args.jsd, args.workers, args.threads, args.batch_size,
-                   args.batches, args.warmup, args.data, out=args.out)
+                   args.batches, args.warmup, args.data, out=args.out,
+                   crop_resize=args.crop_resize)
     except ValueError as exc:
         p.exit(2, f"ipmix_dali.bench.phases: {exc}\n")
     return 0

@@ -1,9 +1,12 @@
-"""Pillow's ``Image.resize(size, Image.BOX)`` for a whole uint8 batch, pixel for pixel.
+"""Pillow's ``Image.resize(size, Image.BOX)`` and ``Image.BILINEAR`` for a whole uint8 batch,
+pixel for pixel.
 
 The "pixelate" corruption is ``img.resize((int(w*c), int(h*c)), BOX).resize((w, h), BOX)``
 with PIL, one image at a time on the host. :func:`box_resize` gives the same bytes for an
 (N, H, W, C) batch with the array module ``xp`` (NumPy on the CPU, CuPy on the GPU), so the GPU
-pixelate matches the PIL-made images exactly instead of approximately.
+pixelate matches the PIL-made images exactly instead of approximately. :func:`resize` with
+``"bilinear"`` is the twin of the CPU stage's crop resize (``ipmix_dali.crop_resize``:
+torchvision's RandomResizedCrop on a PIL image).
 
 What is reproduced (Pillow's ``libImaging/Resample.c``, 8-bit path, ``box=None``,
 ``reducing_gap=None``):
@@ -14,8 +17,9 @@ What is reproduced (Pillow's ``libImaging/Resample.c``, 8-bit path, ``box=None``
   not change is not resampled at all.
 * For output coordinate ``i`` along an axis of ``n_in`` -> ``n_out`` pixels,
   ``scale = n_in / n_out``, the filter is widened by ``max(scale, 1)`` (support
-  ``0.5 * max(scale, 1)``) around ``center = (i + 0.5) * scale``. The box filter is evaluated at
-  the *centres* of the input pixels, so every tap weighs 1 or 0 (not the covered area), and the
+  ``0.5 * max(scale, 1)``, bilinear ``1 * max(scale, 1)``) around ``center = (i + 0.5) *
+  scale``. The filter is evaluated at the *centres* of the input pixels (the box filter: every
+  tap weighs 1 or 0, not the covered area; bilinear: ``1 - |d|`` for ``|d| < 1``), and the
   taps are normalised to sum 1 in double precision.
 * Weights become fixed point with ``PRECISION_BITS = 22`` bits, rounded half away from zero;
   sums start at ``1 << 21`` (round half up), are shifted right by 22 and clipped to 0..255.
@@ -30,16 +34,26 @@ import functools
 
 import numpy
 
-__all__ = ["box_resize", "box_taps", "vertical_pass_first"]
+__all__ = ["bilinear_taps", "box_resize", "box_taps", "resize", "taps",
+           "vertical_pass_first"]
 
 PRECISION_BITS = 32 - 8 - 2       # Pillow: 8 bits of pixel, 2 bits of headroom in a 32-bit int
 ROUNDING_OFFSET = 1 << (PRECISION_BITS - 1)
-BOX_SUPPORT = 0.5
 
 
 def _box_filter(x: float) -> float:
     # Half-open on the left, as Pillow's: a pixel centre exactly on the left edge is out.
     return 1.0 if -0.5 < x <= 0.5 else 0.0
+
+
+def _bilinear_filter(x: float) -> float:
+    if x < 0.0:
+        x = -x
+    return 1.0 - x if x < 1.0 else 0.0
+
+
+# name -> (filter, support): Pillow's filters (libImaging/Resample.c)
+FILTERS = {"box": (_box_filter, 0.5), "bilinear": (_bilinear_filter, 1.0)}
 
 
 def _to_fixed_point(weight: float) -> int:
@@ -48,9 +62,20 @@ def _to_fixed_point(weight: float) -> int:
     return int(scaled - 0.5) if weight < 0 else int(scaled + 0.5)
 
 
-@functools.lru_cache(maxsize=256)
 def box_taps(in_size: int, out_size: int):
-    """Pillow's BOX taps for one axis: (indices, weights), both int64 arrays (out_size, n_taps).
+    """Pillow's BOX taps for one axis (:func:`taps`)."""
+    return taps(in_size, out_size, "box")
+
+
+def bilinear_taps(in_size: int, out_size: int):
+    """Pillow's BILINEAR taps for one axis (:func:`taps`)."""
+    return taps(in_size, out_size, "bilinear")
+
+
+@functools.lru_cache(maxsize=1024)
+def taps(in_size: int, out_size: int, filter: str = "box"):
+    """Pillow's taps of ``filter`` for one axis: (indices, weights), both int64 arrays
+    (out_size, n_taps).
 
     Row ``i`` lists the input pixels that output pixel ``i`` reads and their fixed-point weights
     (which sum to about ``1 << 22``). Rows with fewer taps than ``n_taps`` are padded with
@@ -58,18 +83,21 @@ def box_taps(in_size: int, out_size: int):
     """
     if in_size < 1 or out_size < 1:
         raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
+    if filter not in FILTERS:
+        raise ValueError(f"filter must be one of {sorted(FILTERS)}, got {filter!r}")
+    kernel, filter_support = FILTERS[filter]
     # All in Python floats (IEEE doubles) and in Pillow's order of operations, so that the
     # window bounds and the normalised weights are the very same doubles.
     scale = float(in_size) / out_size
     filter_scale = max(scale, 1.0)
-    support = BOX_SUPPORT * filter_scale
+    support = filter_support * filter_scale
     inverse_filter_scale = 1.0 / filter_scale
     rows = []
     for out_index in range(out_size):
         center = (out_index + 0.5) * scale
         first = max(int(center - support + 0.5), 0)
         stop = min(int(center + support + 0.5), in_size)
-        raw = [_box_filter((x - center + 0.5) * inverse_filter_scale) for x in range(first, stop)]
+        raw = [kernel((x - center + 0.5) * inverse_filter_scale) for x in range(first, stop)]
         total = 0.0
         for w in raw:                      # sequential sum, as in C
             total += w
@@ -88,9 +116,9 @@ def box_taps(in_size: int, out_size: int):
     return indices, weights
 
 
-def _resample_axis(images, axis: int, out_size: int, xp):
+def _resample_axis(images, axis: int, out_size: int, xp, filter="box"):
     """One Pillow pass along ``axis`` (1: rows, 2: columns) of a uint8 (N, H, W, C) batch."""
-    indices, weights = box_taps(int(images.shape[axis]), out_size)
+    indices, weights = taps(int(images.shape[axis]), out_size, filter)
     if indices.shape[1] == 1 and (weights == 1 << PRECISION_BITS).all():
         # Every output pixel copies one input pixel with weight exactly 1 (any BOX upscale):
         # (v * 2**22 + 2**21) >> 22 == v, so the pass is a plain gather.
@@ -105,17 +133,24 @@ def _resample_axis(images, axis: int, out_size: int, xp):
         term = gathered * xp.asarray(weights[:, tap].reshape(weight_shape))
         accumulator = term if accumulator is None else accumulator + term
     accumulator = xp.right_shift(accumulator + ROUNDING_OFFSET, PRECISION_BITS)
-    # Pillow clips through a lookup table; with box weights (all >= 0, summing to ~1) the
-    # clip only guards the top end against the rounding of the weights.
+    # Pillow clips through a lookup table; with box or bilinear weights (all >= 0, summing to
+    # ~1) the clip only guards the top end against the rounding of the weights.
     return xp.clip(accumulator, 0, 255).astype(xp.uint8)
 
 
 def box_resize(images, size, xp=numpy):
     """Resize a uint8 (N, H, W, C) batch to ``size = (width, height)`` exactly as Pillow's
-    ``Image.resize(size, Image.BOX)`` does each (RGB) image; returns uint8 (N, height, width, C)
+    ``Image.resize(size, Image.BOX)`` does each (RGB) image (:func:`resize`)."""
+    return resize(images, size, xp, "box")
+
+
+def resize(images, size, xp=numpy, filter="box"):
+    """Resize a uint8 (N, H, W, C) batch to ``size = (width, height)`` exactly as Pillow's
+    ``Image.resize(size, filter)`` does each (RGB) image; returns uint8 (N, height, width, C)
     in ``xp``'s arrays.
 
-    ``size`` is in PIL's order, width first. ``xp`` is ``numpy`` or ``cupy``.
+    ``size`` is in PIL's order, width first. ``xp`` is ``numpy`` or ``cupy``; ``filter`` "box"
+    or "bilinear".
     """
     out_width, out_height = (int(s) for s in size)
     if out_width < 1 or out_height < 1:
@@ -133,7 +168,7 @@ def box_resize(images, size, xp=numpy):
     resized = False
     for axis, out_size in passes:
         if out_size != images.shape[axis]:
-            images = _resample_axis(images, axis, out_size, xp)
+            images = _resample_axis(images, axis, out_size, xp, filter)
             resized = True
     return images if resized else images.copy()    # same size: a copy, as Pillow returns
 
@@ -141,10 +176,13 @@ def box_resize(images, size, xp=numpy):
 def vertical_pass_first(in_width: int, in_height: int, out_width: int, out_height: int) -> bool:
     """Whether Pillow (13.0) runs the vertical pass before the horizontal one.
 
-    Pillow 13 resizes vertically first when the height loses more than twice as many pixels as
-    the width (python-pillow/Pillow#9549, a speed-up for tall images); Pillow 12 and earlier
-    always go horizontally first. The condition here was measured on Pillow 13.0.0 (every
-    order-sensitive case of a few thousand random sizes, and the boundary itself); the C source
-    of that release was not at hand.
+    Pillow 13 resizes vertically first when the height shrinks and loses more than twice as
+    many pixels as the width (python-pillow/Pillow#9549, a speed-up for tall images); Pillow 12
+    and earlier always go horizontally first. The condition was measured on Pillow 13.0.0 (the
+    C source of that release was not at hand): BILINEAR resizes of ~3,000 random sizes
+    whose two orders give different bytes, and every size within a few pixels of the boundary
+    (tests/test_crop_resize.py). A height that grows keeps the horizontal pass first whatever
+    the width does (an earlier form of this condition, measured with BOX resizes only, where an
+    upscale is a plain gather in either order, missed that).
     """
-    return in_height - out_height > 2 * (in_width - out_width)
+    return in_height > out_height and in_height - out_height > 2 * (in_width - out_width)

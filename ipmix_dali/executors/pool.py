@@ -225,9 +225,10 @@ class PoolExecutor:
         self._procs, self._conns = [], []
         # images and pictures: stacked by the stage (stack_samples) or copied in by apply;
         # out: the caller's output buffer (output_array), written by the workers in place;
-        # scratch: the output of a call whose ``out`` is not in shared memory, copied back.
+        # scratch: the output of a call whose ``out`` is not in shared memory, copied back;
+        # crops: DALI's decoded crops, packed, for resize_crops.
         self._segments = {role: _Segment()
-                          for role in ("images", "pictures", "out", "scratch")}
+                          for role in ("images", "pictures", "out", "scratch", "crops")}
         self._stacked = []  # (array, segment) of this batch's stack_samples calls
         self._broken = None
         self._batches = 0  # batches applied (error messages)
@@ -330,6 +331,31 @@ class PoolExecutor:
         view[...] = arr
         return seg.spec(view)
 
+    def resize_crops(self, crops, flips, size: int) -> np.ndarray:
+        """DALI's decoded crops (uint8 (h, w, 3), any sizes) resized to ``size`` and flipped
+        where ``flips`` says (:func:`ipmix_dali.crop_resize.resize_crops`), on the workers: the
+        crops are packed into shared memory (one copy, the only serial part), each worker
+        resizes a slice straight into this batch's images block (as :meth:`input_array`), which
+        the next ``apply`` / ``normalize`` reads in place. Returns that uint8 (n, size, size, 3)
+        array."""
+        from ..crop_resize import check_crops
+
+        check_crops(crops, flips, size)
+        n, size = len(crops), int(size)
+        meta = np.empty((n, 4), np.int64)  # byte offset, height, width, flip
+        offset = 0
+        for i, (crop, flip) in enumerate(zip(crops, flips)):
+            meta[i] = (offset, crop.shape[0], crop.shape[1], 1 if flip else 0)
+            offset += crop.nbytes
+        packed = self._segments["crops"].array((max(offset, 1),), np.uint8)
+        for (start, h, w, _), crop in zip(meta, crops):
+            packed[start:start + h * w * 3].reshape(h, w, 3)[...] = crop
+        images = self.input_array("images", (n, size, size, 3), np.uint8)
+        specs = {"crops": self._segments["crops"].spec(packed),
+                 "images": self._segments["images"].spec(images)}
+        self._run("resize", specs, None, n, lambda start, stop: (size, meta[start:stop]))
+        return images
+
     def normalize(self, images, config, out=None, dtype="float32"):
         """JSD's clean view, on the workers too (in slices, like ``apply``)."""
         result = base.output_array(np, out, images.shape, dtype)
@@ -359,9 +385,12 @@ class PoolExecutor:
         """Run ``kind`` on slices of the ``n`` samples on the workers (:meth:`_distribute`) and
         wait for all. A ``result`` on :meth:`output_array`'s block is written in place; any
         other is written by the workers into a scratch block in its own layout (e.g. DALI's
-        channels-first buffer) and copied back, one pass over contiguous memory."""
+        channels-first buffer) and copied back, one pass over contiguous memory. ``result``
+        None: the task writes into one of ``specs`` (resize_crops)."""
         self.start()
-        if self._segments["out"].offset(result) is not None:  # output_array: in place
+        if result is None:
+            shared_out = None
+        elif self._segments["out"].offset(result) is not None:  # output_array: in place
             shared_out = None
             specs = dict(specs, out=self._segments["out"].spec(result))
         else:  # elsewhere: the workers write a block in its layout, copied back below
@@ -451,6 +480,7 @@ def _rebuild(payload, text):
 
 # --- the worker process ----------------------------------------------------------------------
 def _worker(fd: int, chunk_size: int):
+    from ..crop_resize import resize_crops
     from ..memory import keep_freed_memory
     from ..plans import Plan
     from .numpy_exec import NumpyExecutor
@@ -487,7 +517,13 @@ def _worker(fd: int, chunk_size: int):
             for name in set(mapped) - set(live):
                 mapped.pop(name).close()  # a block the parent has replaced
             views = {role: array(spec) for role, spec in specs.items()}
-            if payload is not None and kind == "apply":
+            if payload is not None and kind == "resize":  # payload: size, rows of meta
+                size, meta = payload
+                packed = views["crops"]
+                crops = [packed[o:o + h * w * 3].reshape(h, w, 3) for o, h, w, _ in meta]
+                resize_crops(crops, size, [f for *_, f in meta],
+                             out=views["images"][start:stop])
+            elif payload is not None and kind == "apply":
                 pics = views.get("pictures")
                 executor.apply(views["images"][start:stop],
                                None if pics is None else pics[start:stop], Plan(*payload),

@@ -1,0 +1,115 @@
+"""The training crop's resize and flip on the CPU stage, as the reference does them.
+
+The reference's ImageNet transform is torchvision's ``RandomResizedCrop(224)`` then
+``RandomHorizontalFlip()`` on a PIL image: Pillow's ``Image.resize((224, 224), BILINEAR)`` of
+the integer crop box, then a mirror of the columns half of the time. The CPU pipeline draws the
+box and decodes just that region with DALI (``decoders.image_random_crop``; the draw is DALI's,
+so a DALI checkpoint resumes it) and the flip with ``random.coin_flip``; :func:`resize_crops`
+then resizes and flips the whole batch of crops, pixel for pixel as Pillow 13 does
+(``corruptions.pil_resample.resize(..., "bilinear")`` is its NumPy twin), in one compiled pass
+(``kernels/resample.cu``, g++ through ``executors.native``) or, without a compiler, the twin.
+
+Why not DALI's ``fn.resize``: on the CPU it was the largest part of DALI's work per batch
+(~1.2 ms of CPU per 224 px sample on the bench's 500x375 JPEGs, against ~0.6 for the ROI
+decode), and its pixels are its own float filter's, not the reference's. The compiled Pillow
+resize costs a fraction of that (docs/cpu_stage.md) and gives the reference's bytes. The GPU
+pipeline keeps DALI's resize (on the GPU it is nearly free; nvJPEG's decode differs from
+libjpeg-turbo's anyway).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .corruptions.pil_resample import resize as pil_resize
+from .corruptions.pil_resample import vertical_pass_first
+
+__all__ = ["check_crops", "resize_crops", "resize_crops_twin", "SOURCE"]
+
+SOURCE = "resample.cu"
+ROWS_AT_A_TIME = 16  # resample.cu's RS_ROWS
+
+
+def check_crops(crops, flips, size):
+    """A one-line ValueError for crops that are not uint8 (h, w, 3) RGB, or flips that do not
+    match them."""
+    if len(flips) != len(crops):
+        raise ValueError(f"resize_crops: {len(crops)} crops but {len(flips)} flips")
+    for i, c in enumerate(crops):
+        if c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3 or 0 in c.shape:
+            raise ValueError(f"resize_crops: sample {i} is {c.dtype} {tuple(c.shape)}, expected "
+                             f"uint8 (height, width, 3) RGB (decode with output_type=RGB)")
+    if int(size) < 1:
+        raise ValueError(f"resize_crops: size must be positive, got {size}")
+
+
+def _output(out, n, size):
+    shape = (n, size, size, 3)
+    if out is None:
+        return np.empty(shape, np.uint8)
+    if out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"resize_crops: out is {out.dtype} {tuple(out.shape)}, expected uint8 "
+                         f"{shape}")
+    if out.strides[1:] != (size * 3, 3, 1):
+        raise ValueError("resize_crops: out's samples must be dense (height, width, 3) rows")
+    return out
+
+
+def resize_crops_twin(crops, size: int, flips, out=None):
+    """:func:`resize_crops` by the NumPy twin, one image at a time."""
+    check_crops(crops, flips, size)
+    out = _output(out, len(crops), int(size))
+    for i, (crop, flip) in enumerate(zip(crops, flips)):
+        resized = pil_resize(crop[None], (int(size), int(size)), filter="bilinear")[0]
+        out[i] = resized[:, ::-1] if flip else resized
+    return out
+
+
+def _ksize(n_in: int, n_out: int) -> int:
+    return int(math.ceil(1.0 * max(n_in / n_out, 1.0))) * 2 + 1  # Pillow's bilinear ksize
+
+
+def resize_crops(crops, size: int, flips, out=None):
+    """Each uint8 (h, w, 3) crop resized to ``size`` x ``size`` as Pillow's
+    ``Image.resize((size, size), Image.BILINEAR)`` (Pillow 13's pass order), its columns
+    mirrored where ``flips[i]`` is true: uint8 (n, size, size, 3), written into ``out`` if given
+    (its samples' rows dense; any sample stride).
+
+    Compiled (``kernels/resample.cu``'s ``resample_images``, one host thread) where
+    ``executors.native`` can build it, else :func:`resize_crops_twin`: the same bytes.
+    """
+    from .executors import native
+
+    check_crops(crops, flips, size)
+    size = int(size)
+    out = _output(out, len(crops), size)
+    mod = native.load(SOURCE)
+    if mod is None:
+        return resize_crops_twin(crops, size, flips, out)
+    if not crops:
+        return out
+    crops = [c if c.flags.c_contiguous else np.ascontiguousarray(c) for c in crops]
+    n = len(crops)
+    heights = np.array([c.shape[0] for c in crops], np.int32)
+    widths = np.array([c.shape[1] for c in crops], np.int32)
+    pointers = np.array([c.ctypes.data for c in crops], np.uint64)
+    flip = np.array([1 if f else 0 for f in flips], np.int32)
+    kmax = max(max(_ksize(int(h), size), _ksize(int(w), size)) for h, w in zip(heights, widths))
+    mid = np.empty(3 * max(max(size * int(w), size * int(h)) for h, w in zip(heights, widths)),
+                   np.uint8)
+    taps = np.empty(2 * size * (2 + kmax), np.int32)
+    widest = max(size, int(widths.max()))
+    acc = np.empty(3 * widest, np.int32)
+    block = np.empty(ROWS_AT_A_TIME * 3 * widest, np.uint8)
+    mod.launch("resample_images", grid=(1, 1, 1), block=(1, 1, 1),
+               args=(pointers, heights, widths, flip, out, np.int64(out.strides[0]),
+                     np.int32(n), np.int32(size), np.int32(size), mid, taps, np.int32(kmax),
+                     acc, block))
+    del crops  # kept alive until the launch returns (the pointers point into them)
+    return out
+
+
+def vertical_first(in_h: int, in_w: int, size: int) -> bool:
+    """Whether Pillow 13 resamples this crop's rows before its columns (for tests and docs)."""
+    return vertical_pass_first(in_w, in_h, size, size)
