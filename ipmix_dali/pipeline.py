@@ -201,12 +201,13 @@ class AugmentStage:
 
     def _resize(self, crops, flips):
         """DALI's decoded crops resized and flipped (crop_resize), into the executor's shared
-        memory and on its workers where it has them."""
+        memory and on its workers where it has them, in the background there (the plan and
+        the mixing pictures are drawn meanwhile; the executor's next call waits for it)."""
         size = self.config.image_size
         flips = [0] * len(crops) if flips is None else [int(f) for f in flips]
         pool = getattr(self.executor, "resize_crops", None)
         if pool is not None:
-            return pool(crops, flips, size)
+            return pool(crops, flips, size, wait=False)
         from .crop_resize import resize_crops
 
         return resize_crops(crops, size, flips)

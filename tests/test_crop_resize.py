@@ -160,6 +160,40 @@ def test_the_pools_workers_resize_as_one_thread(native_on):
             pool.resize_crops([np.zeros((4, 4, 3))], [0], 64)
 
 
+def test_the_pools_background_resize_is_waited_for(native_on):
+    """``wait=False`` (the stage's way): the next executor call waits for the workers, so
+    normalising the returned block right away gives the resized crops' views; a worker killed
+    meanwhile is a StageWorkerError there, not a hang."""
+    import os
+    import signal
+
+    from ipmix_dali import make_config
+    from ipmix_dali.executors.numpy_exec import NumpyExecutor
+    from ipmix_dali.executors.pool import PoolExecutor, StageWorkerError
+
+    cfg = make_config("none", "imagenet")
+    cases = [(c, f) for c, s, f in random_cases(12, 8, max_side=400)]
+    crops, flips = [c for c, _ in cases], [f for _, f in cases]
+    expected = NumpyExecutor().normalize(crop_resize.resize_crops(crops, 48, flips), cfg)
+    with PoolExecutor(2) as pool:
+        images = pool.resize_crops(crops, flips, 48, wait=False)
+        np.testing.assert_array_equal(pool.normalize(images, cfg), expected)
+        pool.resize_crops(crops, flips, 48, wait=False)
+        os.kill(pool.pids[1], signal.SIGKILL)
+        with pytest.raises(StageWorkerError, match="worker 1 .* was killed by SIGKILL"):
+            pool.wait()
+
+
+def test_balanced_parts():
+    from ipmix_dali.executors.pool import balanced_parts
+
+    assert balanced_parts([1] * 10, 2) == [(0, 5), (5, 10)]
+    assert balanced_parts([1, 1, 1, 10], 2) == [(0, 3), (3, 4)]  # the nearer cut, not past it
+    assert balanced_parts([1] * 7, 3) == [(0, 2), (2, 5), (5, 7)]
+    assert balanced_parts([5], 2) == [(0, 0), (0, 1)]  # every worker gets a (maybe empty) part
+    assert balanced_parts([], 2) == [(0, 0), (0, 0)]
+
+
 @pytest.fixture(scope="module")
 def jpeg_tree(tmp_path_factory):
     from ipmix_dali.tools.samples import write_jpeg_tree

@@ -196,6 +196,22 @@ def _exit_status(proc) -> str:
     return f"exited with status {code}"
 
 
+def balanced_parts(cost, parts: int):
+    """``parts`` contiguous (start, stop) slices of the samples whose costs are ``cost``, each
+    cut where the running total comes nearest its share; (n, n) for parts left empty."""
+    cost = np.asarray(cost, np.float64)
+    prefix = np.concatenate([[0.0], np.cumsum(cost)])  # prefix[c]: the cost of samples < c
+    edges = [0]
+    for k in range(1, parts):
+        target = prefix[-1] * k / parts
+        c = int(np.searchsorted(prefix, target))  # the first cut at or past the share
+        if c > 0 and target - prefix[c - 1] <= (prefix[c] if c < len(prefix) else np.inf) - target:
+            c -= 1
+        edges.append(max(edges[-1], min(c, len(cost))))
+    edges.append(len(cost))
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def guided_slices(n: int, workers: int, factor: int = GUIDED_FACTOR):
     """(start, stop) slices of ``n`` samples for ``workers``, in hand-out order: each one
     ``ceil(left / (factor * workers))`` samples, so they shrink to single samples at the end
@@ -230,6 +246,7 @@ class PoolExecutor:
         self._segments = {role: _Segment()
                           for role in ("images", "pictures", "out", "scratch", "crops")}
         self._stacked = []  # (array, segment) of this batch's stack_samples calls
+        self._pending = None  # resize_crops' tasks in flight: (block names, outstanding)
         self._broken = None
         self._batches = 0  # batches applied (error messages)
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns,
@@ -273,6 +290,7 @@ class PoolExecutor:
     def close(self):
         """Stop the workers and free the shared memory (idempotent)."""
         self._stacked = []
+        self._pending = None
         _shutdown(self._procs, self._conns, list(self._segments.values()))
 
     def __enter__(self):
@@ -302,6 +320,7 @@ class PoolExecutor:
         if role not in ("images", "pictures"):
             raise ValueError(f"input_array: role must be 'images' or 'pictures', got {role!r}")
         if role == "images":  # a new batch
+            self._wait_pending()
             self._stacked = []
         self._stacked = [(a, seg) for a, seg in self._stacked if seg is not self._segments[role]]
         arr = self._segments[role].array(shape, dtype)
@@ -331,15 +350,18 @@ class PoolExecutor:
         view[...] = arr
         return seg.spec(view)
 
-    def resize_crops(self, crops, flips, size: int) -> np.ndarray:
+    def resize_crops(self, crops, flips, size: int, wait: bool = True) -> np.ndarray:
         """DALI's decoded crops (uint8 (h, w, 3), any sizes) resized to ``size`` and flipped
-        where ``flips`` says (:func:`ipmix_dali.crop_resize.resize_crops`), on the workers: the
-        crops are packed into shared memory (one copy, the only serial part), each worker
-        resizes a slice straight into this batch's images block (as :meth:`input_array`), which
-        the next ``apply`` / ``normalize`` reads in place. Returns that uint8 (n, size, size, 3)
-        array."""
+        where ``flips`` says (:func:`ipmix_dali.crop_resize.resize_crops`), on the workers, into
+        this batch's images block (as :meth:`input_array`), which is returned. ``wait=False``
+        (the stage): return at once, while the workers fill it and the caller draws the plan
+        and crops the mixing pictures; the next ``apply``, ``normalize`` or :meth:`wait` waits
+        for them (read the array only after one of those). The crops are packed into shared memory (one copy, the only serial part); each worker gets
+        one contiguous share, balanced by pixel counts (all tasks are sent at once, so the
+        guided hand-out of ``apply`` is not used here)."""
         from ..crop_resize import check_crops
 
+        self._wait_pending()
         check_crops(crops, flips, size)
         n, size = len(crops), int(size)
         meta = np.empty((n, 4), np.int64)  # byte offset, height, width, flip
@@ -353,17 +375,78 @@ class PoolExecutor:
         images = self.input_array("images", (n, size, size, 3), np.uint8)
         specs = {"crops": self._segments["crops"].spec(packed),
                  "images": self._segments["images"].spec(images)}
-        self._run("resize", specs, None, n, lambda start, stop: (size, meta[start:stop]))
+        self.start()
+        live = [seg.shm.name for seg in self._segments.values() if seg.shm is not None]
+        # a sample's cost: its input pixels (the first pass) and the output's (the second)
+        cost = meta[:, 1] * meta[:, 2] + 2 * size * size
+        outstanding = dict.fromkeys(self._conns, 0)
+        for conn, (start, stop) in zip(self._conns, balanced_parts(cost, self.workers)):
+            # every worker gets a task, an empty one if need be: each maps this call's blocks
+            task = ("resize", specs, live, start, stop,
+                    (size, meta[start:stop]) if stop > start else None)
+            outstanding[conn] += 1
+            try:
+                conn.send(task)
+            except OSError:
+                pass  # a dead worker: reported when its reply does not come
+        self._pending = ({spec[0] for spec in specs.values()}, outstanding)
+        if wait:
+            self._wait_pending()
         return images
+
+    def wait(self):
+        """Wait for a ``resize_crops(..., wait=False)`` still in flight (no-op otherwise)."""
+        self._wait_pending()
+
+    def _wait_pending(self):
+        """Wait for :meth:`resize_crops`' tasks (if any are in flight); raise the first
+        worker exception, or StageWorkerError for a dead worker."""
+        if self._pending is None:
+            return
+        used, outstanding = self._pending
+        self._pending = None
+        error = self._collect(outstanding)
+        for seg in self._segments.values():
+            if seg.shm is not None and seg.shm.name in used:
+                seg.unlink()  # every worker has mapped it now
+        if error is not None:
+            raise error
+
+    def _collect(self, outstanding, hand_out=None, more=lambda: False):
+        """Take the workers' replies until none is outstanding (``hand_out(conn)`` gives a
+        worker that replied its next task while ``more()``); the first worker exception, or
+        StageWorkerError for a dead worker. Interrupted (Ctrl-C), the pool is closed: the
+        replies would be out of step."""
+        index = {conn: w for w, conn in enumerate(self._conns)}
+        error = None
+        try:
+            while any(outstanding.values()):
+                for conn in connection.wait([c for c, k in outstanding.items() if k]):
+                    try:
+                        reply = conn.recv()
+                    except (EOFError, OSError):
+                        self._dead(index[conn])
+                    outstanding[conn] -= 1
+                    if reply[0] == "error" and error is None:
+                        error = _rebuild(reply[1], reply[2])
+                    if hand_out is not None and more() and error is None:
+                        hand_out(conn)
+        except BaseException:
+            if self._procs:
+                self.close()
+            raise
+        return error
 
     def normalize(self, images, config, out=None, dtype="float32"):
         """JSD's clean view, on the workers too (in slices, like ``apply``)."""
+        self._wait_pending()
         result = base.output_array(np, out, images.shape, dtype)
         specs = {"images": self._shared("images", images, [])}
         self._run("normalize", specs, result, images.shape[0], lambda start, stop: config)
         return result
 
     def apply(self, images: np.ndarray, mixing_pictures, plan, out=None, dtype="float32"):
+        self._wait_pending()
         base.check_inputs(images, mixing_pictures, plan)
         result = base.output_array(np, out, (plan.views,) + images.shape, dtype)
         taken, specs = [], {}
@@ -386,7 +469,8 @@ class PoolExecutor:
         wait for all. A ``result`` on :meth:`output_array`'s block is written in place; any
         other is written by the workers into a scratch block in its own layout (e.g. DALI's
         channels-first buffer) and copied back, one pass over contiguous memory. ``result``
-        None: the task writes into one of ``specs`` (resize_crops)."""
+        None: the task writes into one of ``specs``."""
+        self._wait_pending()
         self.start()
         if result is None:
             shared_out = None
@@ -418,7 +502,6 @@ class PoolExecutor:
         slices = guided_slices(n, self.workers)
         slices += [(n, n)] * max(0, self.workers - len(slices))
         slices.reverse()  # pop() hands them out from the first sample on
-        index = {conn: w for w, conn in enumerate(self._conns)}
         outstanding = dict.fromkeys(self._conns, 0)
 
         def hand_out(conn):
@@ -436,24 +519,7 @@ class PoolExecutor:
             for conn in self._conns:
                 if slices:
                     hand_out(conn)
-        error = None
-        try:
-            while any(outstanding.values()):
-                for conn in connection.wait([c for c, k in outstanding.items() if k]):
-                    try:
-                        reply = conn.recv()
-                    except (EOFError, OSError):
-                        self._dead(index[conn])
-                    outstanding[conn] -= 1
-                    if reply[0] == "error" and error is None:
-                        error = _rebuild(reply[1], reply[2])
-                    if slices and error is None:
-                        hand_out(conn)
-        except BaseException:
-            if self._procs:  # interrupted (Ctrl-C) mid-batch: replies would be out of step
-                self.close()
-            raise
-        return error
+        return self._collect(outstanding, hand_out, lambda: bool(slices))
 
     def _dead(self, w):
         proc = self._procs[w]
