@@ -25,10 +25,12 @@ import numpy as np
 from .corruptions.pil_resample import resize as pil_resize
 from .corruptions.pil_resample import vertical_pass_first
 
-__all__ = ["check_crops", "resize_crops", "resize_crops_twin", "SOURCE"]
+__all__ = ["CropResizer", "balanced_parts", "check_crops", "resize_crops", "resize_crops_twin",
+           "SOURCE"]
 
 SOURCE = "resample.cu"
 ROWS_AT_A_TIME = 16  # resample.cu's RS_ROWS
+THREAD_NAME = b"crop-resize"  # the OS name of CropResizer's threads
 
 
 def check_crops(crops, flips, size):
@@ -108,6 +110,82 @@ def resize_crops(crops, size: int, flips, out=None):
                      acc, block))
     del crops  # kept alive until the launch returns (the pointers point into them)
     return out
+
+
+def balanced_parts(cost, parts: int):
+    """``parts`` contiguous (start, stop) slices of the samples whose costs are ``cost``, each
+    cut where the running total comes nearest its share; (n, n) for parts left empty."""
+    cost = np.asarray(cost, np.float64)
+    prefix = np.concatenate([[0.0], np.cumsum(cost)])  # prefix[c]: the cost of samples < c
+    edges = [0]
+    for k in range(1, parts):
+        target = prefix[-1] * k / parts
+        c = int(np.searchsorted(prefix, target))  # the first cut at or past the share
+        if c > 0 and target - prefix[c - 1] <= (prefix[c] if c < len(prefix) else np.inf) - target:
+            c -= 1
+        edges.append(max(edges[-1], min(c, len(cost))))
+    edges.append(len(cost))
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _name_os_thread(name: bytes = THREAD_NAME):
+    """Give the calling thread an OS name (``top -H``, /proc's comm, bench.phases' "resize
+    threads"): otherwise it inherits the DALI thread's that started it. Linux only; no-op
+    elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+class CropResizer:
+    """:func:`resize_crops` of a batch on ``threads`` threads of this process, in the
+    background: the compiled resize releases the GIL (ctypes), so the threads run in parallel
+    straight from DALI's crops (no copy into shared memory first) while the caller's thread
+    draws the plan and crops the mixing pictures.
+
+        wait = resizer.start(crops, flips, size, out)   # returns at once
+        ...                                             # other work
+        wait()                                          # out is filled (or the error raised)
+    """
+
+    def __init__(self, threads: int = 1):
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+        self._pool = None
+
+    def start(self, crops, flips, size: int, out):
+        """Start resizing ``crops`` into ``out`` (uint8 (n, size, size, 3), rows dense); the
+        function returned waits for it. One thread, or one sample: done before returning."""
+        check_crops(crops, flips, size)
+        n = len(crops)
+        if self.threads == 1 or n < 2:
+            resize_crops(crops, size, flips, out)
+            return lambda: out
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="crop-resize",
+                                            initializer=_name_os_thread)
+        # a sample's cost: its input pixels (the first pass) and the output's (the second)
+        cost = [c.shape[0] * c.shape[1] + 2 * size * size for c in crops]
+        futures = [self._pool.submit(resize_crops, crops[a:b], size, flips[a:b], out[a:b])
+                   for a, b in balanced_parts(cost, self.threads) if b > a]
+
+        def wait():
+            for f in futures:
+                f.result()
+            return out
+
+        return wait
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def vertical_first(in_h: int, in_w: int, size: int) -> bool:

@@ -141,9 +141,10 @@ class DaliLoader:
         :class:`~ipmix_dali.executors.pool.PoolExecutor`); idempotent. Also on ``with`` exit."""
         stage, self.stage = self.stage, None
         self._it = self.pipeline = None
-        close = getattr(getattr(stage, "executor", None), "close", None)
-        if close is not None:
-            close()
+        for owner in (stage, getattr(stage, "executor", None)):  # the resize threads, the pool
+            close = getattr(owner, "close", None)
+            if close is not None:
+                close()
 
     def __enter__(self):
         return self

@@ -165,6 +165,7 @@ class AugmentStage:
         self.augmenter = Augmenter(config, bank, executor, device, device_id)
         self.xp, self.device_id = self.augmenter.xp, self.augmenter.device_id
         self._output = None  # (key, logical, samples): the CPU stage's output buffer
+        self._resizer = None  # crop_resize.CropResizer, made at the first batch
 
     @property
     def _bank_images(self):
@@ -200,21 +201,25 @@ class AugmentStage:
             raise
 
     def _resize(self, crops, flips):
-        """DALI's decoded crops resized and flipped (crop_resize), into the executor's shared
-        memory and on its workers where it has them, in the background there (the plan and
-        the mixing pictures are drawn meanwhile; the executor's next call waits for it)."""
-        size = self.config.image_size
-        flips = [0] * len(crops) if flips is None else [int(f) for f in flips]
-        pool = getattr(self.executor, "resize_crops", None)
-        if pool is not None:
-            return pool(crops, flips, size, wait=False)
-        from .crop_resize import resize_crops
+        """Start resizing and flipping DALI's decoded crops (crop_resize) into the batch's
+        images (the executor's shared memory where it has it), on as many threads as the
+        executor has workers: returns (images, wait); read the images after ``wait()``."""
+        size, n = self.config.image_size, len(crops)
+        flips = [0] * n if flips is None else [int(f) for f in flips]
+        if self._resizer is None:
+            from .crop_resize import CropResizer
 
-        return resize_crops(crops, size, flips)
+            self._resizer = CropResizer(getattr(self.executor, "workers", None)
+                                        or getattr(self.executor, "threads", 1))
+        shared = getattr(self.executor, "input_array", None)
+        x = (shared("images", (n, size, size, 3), np.uint8) if shared is not None
+             else np.empty((n, size, size, 3), np.uint8))
+        return x, self._resizer.start(crops, flips, size, x)
 
     def _run(self, batch, images, pictures, flips=None):
+        wait = None
         if self.resize_crops:
-            x = self._resize(images, flips)
+            x, wait = self._resize(images, flips)
             images = list(x)  # emit_input: the crops as the augmentation saw them
         else:
             x = self._stack(images)
@@ -224,7 +229,12 @@ class AugmentStage:
                              f"the config's image_size is {size}: resize to {size}x{size} "
                              f"before the stage")
         plan = self.plan(batch, x.shape[0])
-        pics = self._stack(pictures, "pictures") if pictures is not None else None
+        if pictures is not None:
+            pics = self._stack(pictures, "pictures")
+        else:  # drawn here, while the crops are resized
+            pics = self.augmenter.pictures(plan)
+        if wait is not None:
+            wait()
         jsd = 1 if self.config.jsd else 0
         logical, samples = self._output_buffer(jsd + plan.views, x.shape[0])
         self.augmenter.views(x, plan, pictures=pics, out=logical)
@@ -232,6 +242,12 @@ class AugmentStage:
         if self.emit_input:
             samples.append(list(images))
         return tuple(samples) if len(samples) > 1 else samples[0]
+
+    def close(self):
+        """Stop the crop resize's threads (if any); the executor is closed by its owner."""
+        if self._resizer is not None:
+            self._resizer.close()
+            self._resizer = None
 
     def _output_buffer(self, views: int, n: int):
         """The batch's output buffer. On the CPU it is kept from batch to batch: DALI copies a

@@ -16,8 +16,8 @@ def _snap(**ns):
 
 def test_summarize_splits_cpu_by_phase_and_group():
     """Two stage calls (in/out/in/out): the phases are entry->exit and exit->next entry; a
-    thread's CPU goes to its group (workers by pid, the stage thread and main by tid, DALI's by
-    name); a thread that appears mid-run counts from zero."""
+    thread's CPU goes to its group (workers by pid, the stage thread and main by tid, DALI's and
+    the crop resize's by name); a thread that appears mid-run counts from zero."""
     ms = 1_000_000
     worker, me, stage, main_tid, dali = 900, 100, 101, 100, 102
     marks = [
@@ -31,20 +31,20 @@ def test_summarize_splits_cpu_by_phase_and_group():
          stage),
         (0.140, "out", _snap(main=(me, main_tid, 3 * ms), s=(me, stage, 9 * ms),
                              **{"[DALI]_TP0": (me, dali, 30 * ms)}, w=(worker, 901, 200 * ms),
-                             x=(me, 103, 6 * ms)),
+                             x=(me, 103, 6 * ms), **{"crop-resize": (me, 104, 8 * ms)}),
          stage),
     ]
     got = summarize(marks, {worker}, main_tid)
     # stage: 50 + 60 ms over 2 calls; between: 30 ms over 1 (divided by the 2 calls counted)
     assert got["stage"]["wall_ms_per_batch"] == 55.0
     assert got["stage"]["cpu_ms_per_batch"] == {
-        "stage workers": 100.0, "stage thread": 4.0, "DALI threads": 1.0, "main": 0.5,
-        "other": 3.0}
-    assert got["stage"]["cores"] == round(108.5 / 55, 2)
+        "stage workers": 100.0, "stage thread": 4.0, "DALI threads": 1.0,
+        "resize threads": 4.0, "main": 0.5, "other": 3.0}
+    assert got["stage"]["cores"] == round(112.5 / 55, 2)
     assert got["between"]["wall_ms_per_batch"] == 15.0
     assert got["between"]["cpu_ms_per_batch"] == {
-        "stage workers": 0.0, "stage thread": 0.5, "DALI threads": 14.0, "main": 1.0,
-        "other": 0.0}
+        "stage workers": 0.0, "stage thread": 0.5, "DALI threads": 14.0,
+        "resize threads": 0.0, "main": 1.0, "other": 0.0}
     assert set(got["stage"]["cpu_ms_per_batch"]) == set(GROUPS)
 
 
@@ -64,11 +64,12 @@ def test_phases_of_a_real_loader(tmp_path, workers, capsys):
     assert row["threads"] == workers and row["samples_per_s"] > 0
     stage, between = row["phases"]["stage"], row["phases"]["between"]
     cpu = stage["cpu_ms_per_batch"]
-    if workers == 2:
+    if workers == 2:  # the crops resized on 2 threads of the stage's process
         assert cpu["stage workers"] > 5 * cpu["stage thread"] > 0
+        assert cpu["resize threads"] > 0 and between["cpu_ms_per_batch"]["resize threads"] == 0
         assert between["cpu_ms_per_batch"]["stage workers"] < 0.1 * cpu["stage workers"]
     else:
-        assert cpu["stage workers"] == 0 and cpu["stage thread"] > 0
+        assert cpu["stage workers"] == cpu["resize threads"] == 0 and cpu["stage thread"] > 0
     cores = len(os.sched_getaffinity(0))
     for phase in (stage, between):
         assert phase["wall_ms_per_batch"] > 0

@@ -1,7 +1,7 @@
 """The CPU stage's crop resize and flip (ipmix_dali.crop_resize, kernels/resample.cu): Pillow
 13's BILINEAR resize byte for byte (the twin and the compiled form, both pass orders, up and
 down, one-pixel sides, the order's boundary), the GPU form of the kernel equal to the host form
-on several grids, the pool's workers equal to one thread, and the training pipeline's crops
+on several grids, several threads equal to one, and the training pipeline's crops
 equal to Pillow's resize of DALI's decoded crops."""
 import numpy as np
 import pytest
@@ -84,7 +84,7 @@ def test_a_crop_already_the_output_size_is_copied_and_flipped(native_on):
 
 
 def test_into_out_with_a_sample_stride(native_on):
-    """``out`` may be a view whose samples are apart (rows dense): the pool's shared block."""
+    """``out`` may be a view whose samples are apart (rows dense): the stage pool's shared block."""
     rng = np.random.default_rng(4)
     crops = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((90, 70), (20, 300))]
     big = np.zeros((4, 40, 40, 3), np.uint8)
@@ -143,49 +143,38 @@ def test_the_gpu_form_equals_the_host_form_on_any_grid(native_on):
         np.testing.assert_array_equal(e, pillow(c, size, f))
 
 
-# --- the pool and the pipeline -------------------------------------------------------------------
+# --- threads and the pipeline --------------------------------------------------------------------
 
-def test_the_pools_workers_resize_as_one_thread(native_on):
-    from ipmix_dali.executors.pool import PoolExecutor
+def test_threads_resize_as_one_thread_in_the_background(native_on):
+    """CropResizer: the batch cut into balanced shares on threads (the compiled resize releases
+    the GIL) gives one thread's bytes; start() returns at once and wait() fills ``out``; an
+    error in a thread is raised by wait() as itself."""
+    from ipmix_dali.crop_resize import CropResizer
 
     cases = [(c, f) for c, s, f in random_cases(20, 7, max_side=500)]
     crops, flips = [c for c, _ in cases], [f for _, f in cases]
     expected = crop_resize.resize_crops(crops, 64, flips)
-    with PoolExecutor(2) as pool:
-        got = pool.resize_crops(crops, flips, 64)
-        np.testing.assert_array_equal(got, expected)
-        again = pool.resize_crops(crops[:3], flips[:3], 64)  # a smaller batch in the same block
-        np.testing.assert_array_equal(again, expected[:3])
+    resizer = CropResizer(3)
+    try:
+        out = np.zeros_like(expected)
+        wait = resizer.start(crops, flips, 64, out)
+        assert wait() is out
+        np.testing.assert_array_equal(out, expected)
+        small = np.zeros_like(expected[:1])
+        resizer.start(crops[:1], flips[:1], 64, small)()  # one sample: on the caller's thread
+        np.testing.assert_array_equal(small, expected[:1])
+        with pytest.raises(ValueError, match="out is uint8"):
+            resizer.start(crops, flips, 64, np.zeros((20, 63, 64, 3), np.uint8))()
         with pytest.raises(ValueError, match="sample 0 is float64"):
-            pool.resize_crops([np.zeros((4, 4, 3))], [0], 64)
-
-
-def test_the_pools_background_resize_is_waited_for(native_on):
-    """``wait=False`` (the stage's way): the next executor call waits for the workers, so
-    normalising the returned block right away gives the resized crops' views; a worker killed
-    meanwhile is a StageWorkerError there, not a hang."""
-    import os
-    import signal
-
-    from ipmix_dali import make_config
-    from ipmix_dali.executors.numpy_exec import NumpyExecutor
-    from ipmix_dali.executors.pool import PoolExecutor, StageWorkerError
-
-    cfg = make_config("none", "imagenet")
-    cases = [(c, f) for c, s, f in random_cases(12, 8, max_side=400)]
-    crops, flips = [c for c, _ in cases], [f for _, f in cases]
-    expected = NumpyExecutor().normalize(crop_resize.resize_crops(crops, 48, flips), cfg)
-    with PoolExecutor(2) as pool:
-        images = pool.resize_crops(crops, flips, 48, wait=False)
-        np.testing.assert_array_equal(pool.normalize(images, cfg), expected)
-        pool.resize_crops(crops, flips, 48, wait=False)
-        os.kill(pool.pids[1], signal.SIGKILL)
-        with pytest.raises(StageWorkerError, match="worker 1 .* was killed by SIGKILL"):
-            pool.wait()
+            resizer.start([np.zeros((4, 4, 3))], [0], 64, out[:1])
+    finally:
+        resizer.close()
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        CropResizer(0)
 
 
 def test_balanced_parts():
-    from ipmix_dali.executors.pool import balanced_parts
+    from ipmix_dali.crop_resize import balanced_parts
 
     assert balanced_parts([1] * 10, 2) == [(0, 5), (5, 10)]
     assert balanced_parts([1, 1, 1, 10], 2) == [(0, 3), (3, 4)]  # the nearer cut, not past it

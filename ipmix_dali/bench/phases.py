@@ -12,6 +12,7 @@ and exit:
 * ``stage thread``: the DALI thread that calls the stage (the plan, the stacking, the crops,
   and with ``--workers 1`` the NumPy executor itself);
 * ``DALI threads``: DALI's thread pool and executor threads (other than the stage thread);
+* ``resize threads``: the stage's crop resize threads (``crop_resize.CropResizer``);
 * ``main``: the thread that takes the batches (the torch iterator's copy);
 * ``other``: anything else in the process.
 
@@ -33,12 +34,13 @@ from collections import defaultdict
 
 from ..atomic import write_json
 from ..config import METHODS, MIXING_METHODS, make_config
+from ..crop_resize import THREAD_NAME
 from ..pipeline import CROP_RESIZES, resolve_crop_resize
 from ..provenance import machine_info
 
 __all__ = ["measure_phases", "run_phases", "GROUPS"]
 
-GROUPS = ("stage workers", "stage thread", "DALI threads", "main", "other")
+GROUPS = ("stage workers", "stage thread", "DALI threads", "resize threads", "main", "other")
 
 
 def _threads_ns(pid):
@@ -100,6 +102,8 @@ def _group(key, name, stage_tid, main_tid, worker_pids):
         return "main"
     if name.startswith("[DALI]"):
         return "DALI threads"
+    if name.startswith(THREAD_NAME.decode()):
+        return "resize threads"
     return "other"
 
 

@@ -196,22 +196,6 @@ def _exit_status(proc) -> str:
     return f"exited with status {code}"
 
 
-def balanced_parts(cost, parts: int):
-    """``parts`` contiguous (start, stop) slices of the samples whose costs are ``cost``, each
-    cut where the running total comes nearest its share; (n, n) for parts left empty."""
-    cost = np.asarray(cost, np.float64)
-    prefix = np.concatenate([[0.0], np.cumsum(cost)])  # prefix[c]: the cost of samples < c
-    edges = [0]
-    for k in range(1, parts):
-        target = prefix[-1] * k / parts
-        c = int(np.searchsorted(prefix, target))  # the first cut at or past the share
-        if c > 0 and target - prefix[c - 1] <= (prefix[c] if c < len(prefix) else np.inf) - target:
-            c -= 1
-        edges.append(max(edges[-1], min(c, len(cost))))
-    edges.append(len(cost))
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-
 def guided_slices(n: int, workers: int, factor: int = GUIDED_FACTOR):
     """(start, stop) slices of ``n`` samples for ``workers``, in hand-out order: each one
     ``ceil(left / (factor * workers))`` samples, so they shrink to single samples at the end
@@ -241,12 +225,10 @@ class PoolExecutor:
         self._procs, self._conns = [], []
         # images and pictures: stacked by the stage (stack_samples) or copied in by apply;
         # out: the caller's output buffer (output_array), written by the workers in place;
-        # scratch: the output of a call whose ``out`` is not in shared memory, copied back;
-        # crops: DALI's decoded crops, packed, for resize_crops.
+        # scratch: the output of a call whose ``out`` is not in shared memory, copied back.
         self._segments = {role: _Segment()
-                          for role in ("images", "pictures", "out", "scratch", "crops")}
+                          for role in ("images", "pictures", "out", "scratch")}
         self._stacked = []  # (array, segment) of this batch's stack_samples calls
-        self._pending = None  # resize_crops' tasks in flight: (block names, outstanding)
         self._broken = None
         self._batches = 0  # batches applied (error messages)
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns,
@@ -290,7 +272,6 @@ class PoolExecutor:
     def close(self):
         """Stop the workers and free the shared memory (idempotent)."""
         self._stacked = []
-        self._pending = None
         _shutdown(self._procs, self._conns, list(self._segments.values()))
 
     def __enter__(self):
@@ -320,7 +301,6 @@ class PoolExecutor:
         if role not in ("images", "pictures"):
             raise ValueError(f"input_array: role must be 'images' or 'pictures', got {role!r}")
         if role == "images":  # a new batch
-            self._wait_pending()
             self._stacked = []
         self._stacked = [(a, seg) for a, seg in self._stacked if seg is not self._segments[role]]
         arr = self._segments[role].array(shape, dtype)
@@ -350,103 +330,14 @@ class PoolExecutor:
         view[...] = arr
         return seg.spec(view)
 
-    def resize_crops(self, crops, flips, size: int, wait: bool = True) -> np.ndarray:
-        """DALI's decoded crops (uint8 (h, w, 3), any sizes) resized to ``size`` and flipped
-        where ``flips`` says (:func:`ipmix_dali.crop_resize.resize_crops`), on the workers, into
-        this batch's images block (as :meth:`input_array`), which is returned. ``wait=False``
-        (the stage): return at once, while the workers fill it and the caller draws the plan
-        and crops the mixing pictures; the next ``apply``, ``normalize`` or :meth:`wait` waits
-        for them (read the array only after one of those). The crops are packed into shared memory (one copy, the only serial part); each worker gets
-        one contiguous share, balanced by pixel counts (all tasks are sent at once, so the
-        guided hand-out of ``apply`` is not used here)."""
-        from ..crop_resize import check_crops
-
-        self._wait_pending()
-        check_crops(crops, flips, size)
-        n, size = len(crops), int(size)
-        meta = np.empty((n, 4), np.int64)  # byte offset, height, width, flip
-        offset = 0
-        for i, (crop, flip) in enumerate(zip(crops, flips)):
-            meta[i] = (offset, crop.shape[0], crop.shape[1], 1 if flip else 0)
-            offset += crop.nbytes
-        packed = self._segments["crops"].array((max(offset, 1),), np.uint8)
-        for (start, h, w, _), crop in zip(meta, crops):
-            packed[start:start + h * w * 3].reshape(h, w, 3)[...] = crop
-        images = self.input_array("images", (n, size, size, 3), np.uint8)
-        specs = {"crops": self._segments["crops"].spec(packed),
-                 "images": self._segments["images"].spec(images)}
-        self.start()
-        live = [seg.shm.name for seg in self._segments.values() if seg.shm is not None]
-        # a sample's cost: its input pixels (the first pass) and the output's (the second)
-        cost = meta[:, 1] * meta[:, 2] + 2 * size * size
-        outstanding = dict.fromkeys(self._conns, 0)
-        for conn, (start, stop) in zip(self._conns, balanced_parts(cost, self.workers)):
-            # every worker gets a task, an empty one if need be: each maps this call's blocks
-            task = ("resize", specs, live, start, stop,
-                    (size, meta[start:stop]) if stop > start else None)
-            outstanding[conn] += 1
-            try:
-                conn.send(task)
-            except OSError:
-                pass  # a dead worker: reported when its reply does not come
-        self._pending = ({spec[0] for spec in specs.values()}, outstanding)
-        if wait:
-            self._wait_pending()
-        return images
-
-    def wait(self):
-        """Wait for a ``resize_crops(..., wait=False)`` still in flight (no-op otherwise)."""
-        self._wait_pending()
-
-    def _wait_pending(self):
-        """Wait for :meth:`resize_crops`' tasks (if any are in flight); raise the first
-        worker exception, or StageWorkerError for a dead worker."""
-        if self._pending is None:
-            return
-        used, outstanding = self._pending
-        self._pending = None
-        error = self._collect(outstanding)
-        for seg in self._segments.values():
-            if seg.shm is not None and seg.shm.name in used:
-                seg.unlink()  # every worker has mapped it now
-        if error is not None:
-            raise error
-
-    def _collect(self, outstanding, hand_out=None, more=lambda: False):
-        """Take the workers' replies until none is outstanding (``hand_out(conn)`` gives a
-        worker that replied its next task while ``more()``); the first worker exception, or
-        StageWorkerError for a dead worker. Interrupted (Ctrl-C), the pool is closed: the
-        replies would be out of step."""
-        index = {conn: w for w, conn in enumerate(self._conns)}
-        error = None
-        try:
-            while any(outstanding.values()):
-                for conn in connection.wait([c for c, k in outstanding.items() if k]):
-                    try:
-                        reply = conn.recv()
-                    except (EOFError, OSError):
-                        self._dead(index[conn])
-                    outstanding[conn] -= 1
-                    if reply[0] == "error" and error is None:
-                        error = _rebuild(reply[1], reply[2])
-                    if hand_out is not None and more() and error is None:
-                        hand_out(conn)
-        except BaseException:
-            if self._procs:
-                self.close()
-            raise
-        return error
-
     def normalize(self, images, config, out=None, dtype="float32"):
         """JSD's clean view, on the workers too (in slices, like ``apply``)."""
-        self._wait_pending()
         result = base.output_array(np, out, images.shape, dtype)
         specs = {"images": self._shared("images", images, [])}
         self._run("normalize", specs, result, images.shape[0], lambda start, stop: config)
         return result
 
     def apply(self, images: np.ndarray, mixing_pictures, plan, out=None, dtype="float32"):
-        self._wait_pending()
         base.check_inputs(images, mixing_pictures, plan)
         result = base.output_array(np, out, (plan.views,) + images.shape, dtype)
         taken, specs = [], {}
@@ -468,13 +359,9 @@ class PoolExecutor:
         """Run ``kind`` on slices of the ``n`` samples on the workers (:meth:`_distribute`) and
         wait for all. A ``result`` on :meth:`output_array`'s block is written in place; any
         other is written by the workers into a scratch block in its own layout (e.g. DALI's
-        channels-first buffer) and copied back, one pass over contiguous memory. ``result``
-        None: the task writes into one of ``specs``."""
-        self._wait_pending()
+        channels-first buffer) and copied back, one pass over contiguous memory."""
         self.start()
-        if result is None:
-            shared_out = None
-        elif self._segments["out"].offset(result) is not None:  # output_array: in place
+        if self._segments["out"].offset(result) is not None:  # output_array: in place
             shared_out = None
             specs = dict(specs, out=self._segments["out"].spec(result))
         else:  # elsewhere: the workers write a block in its layout, copied back below
@@ -502,6 +389,7 @@ class PoolExecutor:
         slices = guided_slices(n, self.workers)
         slices += [(n, n)] * max(0, self.workers - len(slices))
         slices.reverse()  # pop() hands them out from the first sample on
+        index = {conn: w for w, conn in enumerate(self._conns)}
         outstanding = dict.fromkeys(self._conns, 0)
 
         def hand_out(conn):
@@ -519,7 +407,24 @@ class PoolExecutor:
             for conn in self._conns:
                 if slices:
                     hand_out(conn)
-        return self._collect(outstanding, hand_out, lambda: bool(slices))
+        error = None
+        try:
+            while any(outstanding.values()):
+                for conn in connection.wait([c for c, k in outstanding.items() if k]):
+                    try:
+                        reply = conn.recv()
+                    except (EOFError, OSError):
+                        self._dead(index[conn])
+                    outstanding[conn] -= 1
+                    if reply[0] == "error" and error is None:
+                        error = _rebuild(reply[1], reply[2])
+                    if slices and error is None:
+                        hand_out(conn)
+        except BaseException:
+            if self._procs:  # interrupted (Ctrl-C) mid-batch: replies would be out of step
+                self.close()
+            raise
+        return error
 
     def _dead(self, w):
         proc = self._procs[w]
@@ -546,7 +451,6 @@ def _rebuild(payload, text):
 
 # --- the worker process ----------------------------------------------------------------------
 def _worker(fd: int, chunk_size: int):
-    from ..crop_resize import resize_crops
     from ..memory import keep_freed_memory
     from ..plans import Plan
     from .numpy_exec import NumpyExecutor
@@ -583,13 +487,7 @@ def _worker(fd: int, chunk_size: int):
             for name in set(mapped) - set(live):
                 mapped.pop(name).close()  # a block the parent has replaced
             views = {role: array(spec) for role, spec in specs.items()}
-            if payload is not None and kind == "resize":  # payload: size, rows of meta
-                size, meta = payload
-                packed = views["crops"]
-                crops = [packed[o:o + h * w * 3].reshape(h, w, 3) for o, h, w, _ in meta]
-                resize_crops(crops, size, [f for *_, f in meta],
-                             out=views["images"][start:stop])
-            elif payload is not None and kind == "apply":
+            if payload is not None and kind == "apply":
                 pics = views.get("pictures")
                 executor.apply(views["images"][start:stop],
                                None if pics is None else pics[start:stop], Plan(*payload),
