@@ -76,11 +76,19 @@ class Augmenter:
         pics = self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, size, out=out)
         return self.xp.asarray(pics) if self.xp is not np else pics
 
-    def views(self, images, plan, pictures=None, out=None):
+    def views(self, images, plan, pictures=None, out=None, first_view_done=False):
         """(clean, view1, view2) with JSD, else (view,): normalised float views of uint8
-        (N, S, S, 3) ``images`` under ``plan``."""
+        (N, S, S, 3) ``images`` under ``plan``. ``first_view_done``: ``out[0]`` already holds
+        the normalised images (JSD's clean view, or "none"'s only view), so it is not
+        computed again (the CPU stage normalises while it resizes the crops)."""
         pics = self.pictures(plan) if pictures is None else pictures
         jsd = 1 if self.config.jsd else 0
+        if first_view_done:
+            if out is None or not (jsd or (self.config.method == "none" and plan.views == 1)):
+                raise ValueError("first_view_done needs out, and a clean view or a 'none' plan")
+            if jsd:
+                self.executor.apply(images, pics, plan, out=out[1:])
+            return tuple(out)
         if out is None:
             clean = self.executor.normalize(images, self.config) if jsd else None
             views = self.executor.apply(images, pics, plan)

@@ -157,13 +157,21 @@ class CropResizer:
         self.threads = int(threads)
         self._pool = None
 
-    def start(self, crops, flips, size: int, out):
+    def start(self, crops, flips, size: int, out, then=None):
         """Start resizing ``crops`` into ``out`` (uint8 (n, size, size, 3), rows dense); the
-        function returned waits for it. One thread, or one sample: done before returning."""
+        function returned waits for it. ``then(start, stop)``, if given, runs on each share's
+        thread once its samples are resized (the stage normalises them there). One thread, or
+        one sample: done before returning."""
         check_crops(crops, flips, size)
         n = len(crops)
+
+        def share(a, b):
+            resize_crops(crops[a:b], size, flips[a:b], out[a:b])
+            if then is not None:
+                then(a, b)
+
         if self.threads == 1 or n < 2:
-            resize_crops(crops, size, flips, out)
+            share(0, n)
             return lambda: out
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -172,7 +180,7 @@ class CropResizer:
                                             initializer=_name_os_thread)
         # a sample's cost: its input pixels (the first pass) and the output's (the second)
         cost = [c.shape[0] * c.shape[1] + 2 * size * size for c in crops]
-        futures = [self._pool.submit(resize_crops, crops[a:b], size, flips[a:b], out[a:b])
+        futures = [self._pool.submit(share, a, b)
                    for a, b in balanced_parts(cost, self.threads) if b > a]
 
         def wait():

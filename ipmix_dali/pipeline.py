@@ -166,6 +166,7 @@ class AugmentStage:
         self.xp, self.device_id = self.augmenter.xp, self.augmenter.device_id
         self._output = None  # (key, logical, samples): the CPU stage's output buffer
         self._resizer = None  # crop_resize.CropResizer, made at the first batch
+        self._normalizer = None  # a NumpyExecutor for the resize threads' normalisation
 
     @property
     def _bank_images(self):
@@ -200,10 +201,13 @@ class AugmentStage:
             self.error, self.error_batch = exc, batch
             raise
 
-    def _resize(self, crops, flips):
+    def _resize(self, crops, flips, normalized=None):
         """Start resizing and flipping DALI's decoded crops (crop_resize) into the batch's
         images (the executor's shared memory where it has it), on as many threads as the
-        executor has workers: returns (images, wait); read the images after ``wait()``."""
+        executor has workers: returns (images, wait); read the images after ``wait()``.
+        ``normalized`` (a float view array, or None): each thread also normalises its share
+        into it (JSD's clean view, "none"'s view), natively (the GIL released), instead of a
+        round of the executor's workers."""
         size, n = self.config.image_size, len(crops)
         flips = [0] * n if flips is None else [int(f) for f in flips]
         if self._resizer is None:
@@ -214,12 +218,27 @@ class AugmentStage:
         shared = getattr(self.executor, "input_array", None)
         x = (shared("images", (n, size, size, 3), np.uint8) if shared is not None
              else np.empty((n, size, size, 3), np.uint8))
-        return x, self._resizer.start(crops, flips, size, x)
+        then = None
+        if normalized is not None:
+            if self._normalizer is None:
+                from .executors.numpy_exec import NumpyExecutor
+
+                self._normalizer = NumpyExecutor()
+
+            def then(a, b):
+                self._normalizer.normalize(x[a:b], self.config, out=normalized[a:b])
+        return x, self._resizer.start(crops, flips, size, x, then)
 
     def _run(self, batch, images, pictures, flips=None):
-        wait = None
+        wait, normalized, n = None, False, len(images)
+        jsd = 1 if self.config.jsd else 0
         if self.resize_crops:
-            x, wait = self._resize(images, flips)
+            plan = self.plan(batch, n)
+            logical, samples = self._output_buffer(jsd + plan.views, n)
+            # JSD's clean view, or "none"'s only view: normalised by the resize threads
+            normalized = self.device == "cpu" and (jsd or (self.config.method == "none"
+                                                           and plan.views == 1))
+            x, wait = self._resize(images, flips, logical[0] if normalized else None)
             images = list(x)  # emit_input: the crops as the augmentation saw them
         else:
             x = self._stack(images)
@@ -228,16 +247,16 @@ class AugmentStage:
             raise ValueError(f"the augmentation stage got images of shape {tuple(x.shape[1:])}, "
                              f"the config's image_size is {size}: resize to {size}x{size} "
                              f"before the stage")
-        plan = self.plan(batch, x.shape[0])
+        if not self.resize_crops:
+            plan = self.plan(batch, n)
+            logical, samples = self._output_buffer(jsd + plan.views, n)
         if pictures is not None:
             pics = self._stack(pictures, "pictures")
         else:  # drawn here, while the crops are resized
             pics = self.augmenter.pictures(plan)
         if wait is not None:
             wait()
-        jsd = 1 if self.config.jsd else 0
-        logical, samples = self._output_buffer(jsd + plan.views, x.shape[0])
-        self.augmenter.views(x, plan, pictures=pics, out=logical)
+        self.augmenter.views(x, plan, pictures=pics, out=logical, first_view_done=normalized)
         samples = list(samples)  # the kept buffer's list stays as it is
         if self.emit_input:
             samples.append(list(images))

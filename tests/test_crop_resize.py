@@ -249,3 +249,27 @@ def test_the_gpu_pipeline_refuses_the_stage_resize():
         resolve_crop_resize("pillow", "gpu")
     with pytest.raises(ValueError, match="crop_resize must be one of"):
         resolve_crop_resize("pil", "cpu")
+
+
+def test_views_with_the_first_view_done_computes_only_the_rest():
+    """The stage normalises JSD's clean view (or "none"'s view) on its resize threads and asks
+    the Augmenter for the rest only; asking that of a plan without such a view is an error."""
+    from ipmix_dali import make_config, make_rng, sample_plan
+    from ipmix_dali.augmenter import Augmenter
+    from ipmix_dali.executors.numpy_exec import NumpyExecutor
+    from ipmix_dali.mixing.builtin import builtin_mixing_bank
+
+    bank = builtin_mixing_bank(count=4, side=40)
+    cfg = make_config("augmix", "imagenet", jsd=True, image_size=32)
+    images = np.random.default_rng(9).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    plan = sample_plan(cfg, 3, make_rng(1, 0, 0, 0), len(bank), bank.side)
+    aug = Augmenter(cfg, bank, NumpyExecutor())
+    full = np.stack(aug.views(images, plan))
+    out = np.full_like(full, np.nan)
+    out[0] = 7.0  # "already done": must be left as it is
+    aug.views(images, plan, out=out, first_view_done=True)
+    assert (out[0] == 7.0).all()
+    np.testing.assert_array_equal(out[1:], full[1:])
+    plain = Augmenter(make_config("augmix", "imagenet", image_size=32), bank, NumpyExecutor())
+    with pytest.raises(ValueError, match="first_view_done needs out, and a clean view"):
+        plain.views(images, plan, out=out[1:], first_view_done=True)
