@@ -86,6 +86,26 @@ def test_demo_stops_when_its_training_is_stopped(tmp_path):
 
 
 # --- 2, 3: resuming into a run folder --------------------------------------------------------
+def test_crop_resize_is_compared_as_it_resolves_and_old_runs_resized_with_dali():
+    """A checkpoint's crop_resize is what it resolved to: "auto" on the CPU is "pillow", on the
+    GPU "dali"; a checkpoint from before the option (no field) resized with DALI, so resuming
+    it on the CPU needs --crop-resize dali to continue with the same crops."""
+    import dataclasses
+
+    from train.config import TrainConfig, config_changes
+
+    cpu = dataclasses.asdict(TrainConfig(device="cpu"))
+    assert config_changes(cpu, TrainConfig(device="cpu", crop_resize="pillow")) == {}
+    assert config_changes(cpu, TrainConfig(device="cpu", crop_resize="dali")) == {
+        "crop_resize": ("auto", "dali")}
+    gpu = dataclasses.asdict(TrainConfig(device="gpu"))
+    assert config_changes(gpu, TrainConfig(device="gpu", crop_resize="dali")) == {}
+    old = {k: v for k, v in cpu.items() if k != "crop_resize"}
+    assert config_changes(old, TrainConfig(device="cpu")) == {"crop_resize": ("dali", "auto")}
+    assert config_changes(old, TrainConfig(device="cpu", crop_resize="dali")) == {}
+    assert config_changes({}, TrainConfig(device="cpu")) == {}  # no saved config: nothing to hold
+
+
 def test_resume_refuses_other_settings_and_leaves_the_run_alone(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(_synthetic(out))["epochs"] == 1

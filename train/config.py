@@ -238,11 +238,31 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+# What a field missing from an older run's saved config meant there: a checkpoint from before
+# --crop-resize was made with DALI's resize and flip (now the GPU's default only).
+LEGACY_VALUES = {"crop_resize": "dali"}
+
+
 def config_changes(saved: dict, cfg: TrainConfig):
-    """{field: (saved, now)} of the fields that define a run and differ from ``saved``."""
+    """{field: (saved, now)} of the fields that define a run and differ from ``saved``.
+    ``crop_resize`` is compared as what it resolves to on each run's device ("auto" is "pillow"
+    on the CPU, "dali" on the GPU), a missing one as :data:`LEGACY_VALUES` says."""
+    from ipmix_dali.pipeline import resolve_crop_resize
+
     now = dataclasses.asdict(cfg)
-    return {k: (saved.get(k), v) for k, v in now.items()
-            if k not in OPERATIONAL and k in saved and saved[k] != v}
+    saved = {**{k: v for k, v in LEGACY_VALUES.items() if saved}, **saved}
+    changes = {k: (saved.get(k), v) for k, v in now.items()
+               if k not in OPERATIONAL and k in saved and saved[k] != v}
+    if "crop_resize" in changes:
+        def resolved(value, device):
+            try:
+                return resolve_crop_resize(value, "gpu" if device == "gpu" else "cpu")
+            except ValueError:
+                return value
+        before, after = changes["crop_resize"]
+        if resolved(before, saved.get("device", cfg.device)) == resolved(after, cfg.device):
+            del changes["crop_resize"]
+    return changes
 
 
 def config_from_args(args) -> TrainConfig:
