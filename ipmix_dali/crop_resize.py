@@ -23,7 +23,6 @@ import math
 import numpy as np
 
 from .corruptions.pil_resample import resize as pil_resize
-from .corruptions.pil_resample import vertical_pass_first
 
 __all__ = ["CropResizer", "balanced_parts", "check_crops", "resize_crops", "resize_crops_twin",
            "SOURCE"]
@@ -194,8 +193,3 @@ class CropResizer:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-def vertical_first(in_h: int, in_w: int, size: int) -> bool:
-    """Whether Pillow 13 resamples this crop's rows before its columns (for tests and docs)."""
-    return vertical_pass_first(in_w, in_h, size, size)
