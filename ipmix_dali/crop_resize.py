@@ -60,7 +60,10 @@ def _output(out, n, size):
 def resize_crops_twin(crops, size: int, flips, out=None):
     """:func:`resize_crops` by the NumPy twin, one image at a time."""
     check_crops(crops, flips, size)
-    out = _output(out, len(crops), int(size))
+    return _twin(crops, int(size), flips, _output(out, len(crops), int(size)))
+
+
+def _twin(crops, size, flips, out):
     for i, (crop, flip) in enumerate(zip(crops, flips)):
         resized = pil_resize(crop[None], (int(size), int(size)), filter="bilinear")[0]
         out[i] = resized[:, ::-1] if flip else resized
@@ -80,14 +83,17 @@ def resize_crops(crops, size: int, flips, out=None):
     Compiled (``kernels/resample.cu``'s ``resample_images``, one host thread) where
     ``executors.native`` can build it, else :func:`resize_crops_twin`: the same bytes.
     """
+    check_crops(crops, flips, size)
+    return _resize(crops, int(size), flips, _output(out, len(crops), int(size)))
+
+
+def _resize(crops, size, flips, out):
+    """:func:`resize_crops` of checked crops into a checked ``out``."""
     from .executors import native
 
-    check_crops(crops, flips, size)
-    size = int(size)
-    out = _output(out, len(crops), size)
     mod = native.load(SOURCE)
     if mod is None:
-        return resize_crops_twin(crops, size, flips, out)
+        return _twin(crops, size, flips, out)
     if not crops:
         return out
     crops = [c if c.flags.c_contiguous else np.ascontiguousarray(c) for c in crops]
@@ -162,10 +168,11 @@ class CropResizer:
         thread once its samples are resized (the stage normalises them there). One thread, or
         one sample: done before returning."""
         check_crops(crops, flips, size)
-        n = len(crops)
+        size, n = int(size), len(crops)
+        out = _output(out, n, size)
 
         def share(a, b):
-            resize_crops(crops[a:b], size, flips[a:b], out[a:b])
+            _resize(crops[a:b], size, flips[a:b], out[a:b])
             if then is not None:
                 then(a, b)
 

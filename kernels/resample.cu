@@ -41,7 +41,7 @@ __device__ __forceinline__ unsigned char rs_clip8(int sum) {
 }
 
 // The taps of output pixel `o` of an n_in -> n_out axis: its first input pixel (returned), the
-// tap count (*count) and, where k is not null, the fixed-point weights k[0 .. count). Pillow's
+// tap count (*count) and the fixed-point weights k[0 .. count). Pillow's
 // precompute_coeffs + normalize_coeffs_8bpc, the same double operations in the same order (the
 // filter values are computed twice, once for the sum and once to normalise: the same doubles).
 __device__ inline int rs_taps(int n_in, int n_out, int o, int* count, int* k) {
@@ -57,23 +57,14 @@ __device__ inline int rs_taps(int n_in, int n_out, int o, int* count, int* k) {
     if (stop > n_in) stop = n_in;
     const int m = stop - first;
     *count = m;
-    if (k) {
-        double ww = 0.0;
-        for (int t = 0; t < m; ++t) ww += rs_bilinear((t + first - center + 0.5) * ss);
-        for (int t = 0; t < m; ++t) {
-            double w = rs_bilinear((t + first - center + 0.5) * ss);
-            if (ww != 0.0) w /= ww;
-            k[t] = w < 0 ? (int)(-0.5 + w * (1 << RS_BITS)) : (int)(0.5 + w * (1 << RS_BITS));
-        }
+    double ww = 0.0;
+    for (int t = 0; t < m; ++t) ww += rs_bilinear((t + first - center + 0.5) * ss);
+    for (int t = 0; t < m; ++t) {
+        double w = rs_bilinear((t + first - center + 0.5) * ss);
+        if (ww != 0.0) w /= ww;
+        k[t] = w < 0 ? (int)(-0.5 + w * (1 << RS_BITS)) : (int)(0.5 + w * (1 << RS_BITS));
     }
     return first;
-}
-
-// The most taps any output pixel of an n_in -> n_out axis has: Pillow's ksize.
-__device__ __forceinline__ int rs_ksize(int n_in, int n_out) {
-    double filterscale = (double)n_in / n_out;
-    if (filterscale < 1.0) filterscale = 1.0;
-    return (int)ceil(1.0 * filterscale) * 2 + 1;
 }
 
 // Pillow 13: the vertical pass first when the height shrinks and loses more than twice as many

@@ -34,8 +34,7 @@ import functools
 
 import numpy
 
-__all__ = ["bilinear_taps", "box_resize", "box_taps", "resize", "taps",
-           "vertical_pass_first"]
+__all__ = ["box_resize", "box_taps", "resize", "taps", "vertical_pass_first"]
 
 PRECISION_BITS = 32 - 8 - 2       # Pillow: 8 bits of pixel, 2 bits of headroom in a 32-bit int
 ROUNDING_OFFSET = 1 << (PRECISION_BITS - 1)
@@ -65,11 +64,6 @@ def _to_fixed_point(weight: float) -> int:
 def box_taps(in_size: int, out_size: int):
     """Pillow's BOX taps for one axis (:func:`taps`)."""
     return taps(in_size, out_size, "box")
-
-
-def bilinear_taps(in_size: int, out_size: int):
-    """Pillow's BILINEAR taps for one axis (:func:`taps`)."""
-    return taps(in_size, out_size, "bilinear")
 
 
 @functools.lru_cache(maxsize=1024)
