@@ -76,6 +76,11 @@ class Augmenter:
         pics = self.bank.crops(plan.mix_index, plan.mix_top, plan.mix_left, size, out=out)
         return self.xp.asarray(pics) if self.xp is not np else pics
 
+    def first_view_is_normalized(self, plan) -> bool:
+        """Whether view 0 of ``plan``'s output is the normalised images themselves (JSD's clean
+        view, or "none"'s only view): what ``views(first_view_done=True)`` may skip."""
+        return bool(self.config.jsd) or (self.config.method == "none" and plan.views == 1)
+
     def views(self, images, plan, pictures=None, out=None, first_view_done=False):
         """(clean, view1, view2) with JSD, else (view,): normalised float views of uint8
         (N, S, S, 3) ``images`` under ``plan``. ``first_view_done``: ``out[0]`` already holds
@@ -84,7 +89,7 @@ class Augmenter:
         pics = self.pictures(plan) if pictures is None else pictures
         jsd = 1 if self.config.jsd else 0
         if first_view_done:
-            if out is None or not (jsd or (self.config.method == "none" and plan.views == 1)):
+            if out is None or not self.first_view_is_normalized(plan):
                 raise ValueError("first_view_done needs out, and a clean view or a 'none' plan")
             if jsd:
                 self.executor.apply(images, pics, plan, out=out[1:])

@@ -15,7 +15,7 @@ import json
 import sys
 
 from .atomic import DiskFullError
-from .config import METHODS
+from .config import CROP_RESIZES, METHODS
 
 
 def _require_gpu_for(device: str) -> None:
@@ -200,7 +200,7 @@ def _add_bench(sub):
     p.add_argument("--stage-workers", type=int, default=0,
                    help="dali-cpu: worker processes of the augmentation stage (same pixels; "
                         "default 0: one per usable core, 1: the stage's own thread)")
-    p.add_argument("--crop-resize", default="auto", choices=("auto", "pillow", "dali"),
+    p.add_argument("--crop-resize", default="auto", choices=CROP_RESIZES,
                    help="who resizes and flips the DALI rows' crops: the CPU stage as Pillow "
                         "does (pillow; auto on the CPU) or DALI's fn.resize and fn.flip (dali; "
                         "auto on the GPU)")

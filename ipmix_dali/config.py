@@ -16,6 +16,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.5, 0.5, 0.5)
 CIFAR_STD = (0.5, 0.5, 0.5)
+# Who resizes and flips the training crops (ipmix_dali.pipeline.resolve_crop_resize).
+CROP_RESIZES = ("auto", "pillow", "dali")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ The resize and the flip (``crop_resize``): "dali" runs DALI's ``fn.resize`` and 
 (the GPU pipeline's, where they are nearly free); "pillow" (the CPU pipeline's default) hands
 the decoded crops and ``random.coin_flip``'s flips to the stage, which resizes them as Pillow's
 BILINEAR resize does (torchvision's RandomResizedCrop on a PIL image, the reference's bytes)
-on its workers (:mod:`ipmix_dali.crop_resize`): DALI's CPU resize was its largest cost per
-batch.
+on threads of its process (:mod:`ipmix_dali.crop_resize`): DALI's CPU resize was its largest
+cost per batch.
 
 The stage is a ``fn.python_function`` with ``batch_processing=True``: NumPy executor on the CPU,
 CuPy executor on the GPU (CuPy arrays on DALI's stream). It keeps no random state: the plan of
@@ -41,17 +41,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .augmenter import Augmenter
-from .config import IMAGENET_MEAN, IMAGENET_STD, MIXING_METHODS
+from .config import CROP_RESIZES, IMAGENET_MEAN, IMAGENET_STD, MIXING_METHODS
 from .datasets import FileList
 from .device import on_device
 
 __all__ = ["AugmentStage", "AugmentStageError", "train_pipeline", "val_pipeline",
            "iters_per_epoch", "dali_seed", "output_buffer", "stage_output_layouts",
-           "resolve_crop_resize", "OUTPUT_DTYPES", "LAYOUTS", "CROP_RESIZES"]
+           "resolve_crop_resize", "OUTPUT_DTYPES", "LAYOUTS"]
 
 OUTPUT_DTYPES = ("float32", "float16")
 LAYOUTS = ("NCHW", "NHWC")
-CROP_RESIZES = ("auto", "pillow", "dali")
 DEFAULT_MIXING_MEMORY_BUDGET = 8 << 30  # bytes of pre-resized mixing pictures kept in memory
 
 
@@ -133,8 +132,8 @@ class AugmentStage:
             whose current device may be another.
         resize_crops: the stage's first inputs are DALI's decoded crops (any size) and, with
             ``flips``, one 0/1 flip per sample: the stage resizes them to ``image_size`` and
-            flips them (:mod:`ipmix_dali.crop_resize`; on the executor's workers where it has
-            them) before the augmentation. Otherwise the images arrive resized.
+            flips them (:mod:`ipmix_dali.crop_resize`, on one thread per executor worker)
+            before the augmentation. Otherwise the images arrive resized.
 
     An exception inside the stage is kept in ``error`` (with the batch number in
     ``error_batch``) before DALI wraps it, so the loader can re-raise it as itself.
@@ -230,14 +229,13 @@ class AugmentStage:
         return x, self._resizer.start(crops, flips, size, x, then)
 
     def _run(self, batch, images, pictures, flips=None):
-        wait, normalized, n = None, False, len(images)
-        jsd = 1 if self.config.jsd else 0
+        n, jsd = len(images), 1 if self.config.jsd else 0
+        plan = self.plan(batch, n)
+        logical, samples = self._output_buffer(jsd + plan.views, n)
+        wait, normalized = None, False
         if self.resize_crops:
-            plan = self.plan(batch, n)
-            logical, samples = self._output_buffer(jsd + plan.views, n)
             # JSD's clean view, or "none"'s only view: normalised by the resize threads
-            normalized = self.device == "cpu" and (jsd or (self.config.method == "none"
-                                                           and plan.views == 1))
+            normalized = self.augmenter.first_view_is_normalized(plan)
             x, wait = self._resize(images, flips, logical[0] if normalized else None)
             images = list(x)  # emit_input: the crops as the augmentation saw them
         else:
@@ -247,9 +245,6 @@ class AugmentStage:
             raise ValueError(f"the augmentation stage got images of shape {tuple(x.shape[1:])}, "
                              f"the config's image_size is {size}: resize to {size}x{size} "
                              f"before the stage")
-        if not self.resize_crops:
-            plan = self.plan(batch, n)
-            logical, samples = self._output_buffer(jsd + plan.views, n)
         if pictures is not None:
             pics = self._stack(pictures, "pictures")
         else:  # drawn here, while the crops are resized

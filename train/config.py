@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from ipmix_dali.config import CROP_RESIZES
+
 __all__ = ["TrainConfig", "RECIPES", "CHOICES", "FIELD_HELP", "validate_config",
            "config_changes", "config_from_args", "add_train_arguments", "parse_aug_options",
            "augmentation_config", "mixing_picture_side"]
@@ -185,7 +187,7 @@ ALIASES = {"arch": ("--model",), "out": ("--output-dir",), "batch_size": ("-b",)
 # Choices of the string flags; "cuda" is torch's name for the GPU.
 CHOICES = {"amp": ("none", "bf16", "fp16"), "device": ("auto", "cpu", "gpu"),
            "preset": ("imagenet", "cifar"), "norm": ("batch", "group"),
-           "crop_resize": ("auto", "pillow", "dali")}
+           "crop_resize": CROP_RESIZES}
 DEVICE_ALIASES = {"cuda": "gpu"}
 # Fields that do not change what a run computes: they may differ when it is resumed.
 OPERATIONAL = ("out", "resume", "threads", "stage_workers", "log_every", "sync_every", "checkpoint_every",

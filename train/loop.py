@@ -86,7 +86,6 @@ def build_loaders(cfg: TrainConfig, d, device):
         bank, mixing_files = (source, None) if kind == "bank" else (None, source)
     shard = dict(device=cfg.device, device_id=d.local_rank if cfg.device == "gpu" else None,
                  num_threads=cfg.threads, shard_id=d.rank, num_shards=d.world)
-    crop = dict(crop_resize=cfg.crop_resize)
     # On a GPU with channels_last and AMP the stage writes float16 NHWC views: permuted to NCHW
     # they are channels_last tensors already (no conversion copy), and half the bytes.
     fast = dict(dtype="float16", layout="NHWC") if cfg.device == "gpu" and cfg.channels_last \
@@ -104,8 +103,8 @@ def build_loaders(cfg: TrainConfig, d, device):
                           mixing_files=mixing_files, mixing_side=mixing_picture_side(cfg),
                           seed=cfg.seed,
                           jsd_output="concat",
-                          last_batch_policy="drop" if cfg.drop_last else "partial", **shard,
-                          **crop, **fast)
+                          last_batch_policy="drop" if cfg.drop_last else "partial",
+                          crop_resize=cfg.crop_resize, **shard, **fast)
     val = val_loader(val_files, batch_size=cfg.batch_size, resize=cfg.val_resize,
                      crop=cfg.image_size, mean=aug.mean, std=aug.std, **shard)
     return loader, val, train_files.num_classes

@@ -39,9 +39,9 @@ import traceback
 import numpy as np
 
 from ..atomic import write_json
-from ..config import METHODS, MIXING_METHODS, make_config
+from ..config import CROP_RESIZES, METHODS, MIXING_METHODS, make_config
 from ..device import gpu_available
-from ..pipeline import CROP_RESIZES, resolve_crop_resize
+from ..pipeline import resolve_crop_resize
 from ..provenance import machine_info
 
 __all__ = ["run_bench", "BACKENDS"]

@@ -33,9 +33,9 @@ import time
 from collections import defaultdict
 
 from ..atomic import write_json
-from ..config import METHODS, MIXING_METHODS, make_config
+from ..config import CROP_RESIZES, METHODS, MIXING_METHODS, make_config
 from ..crop_resize import THREAD_NAME
-from ..pipeline import CROP_RESIZES, resolve_crop_resize
+from ..pipeline import resolve_crop_resize
 from ..provenance import machine_info
 
 __all__ = ["measure_phases", "run_phases", "GROUPS"]
